@@ -1,0 +1,358 @@
+#!/usr/bin/env python3
+"""Convert the Sigma rules under sigma/rules/ into every target's query, and replay audit logs.
+
+    python convert.py                    write queries/<target>/<rule>.<ext> for every target
+    python convert.py --check            compare with the committed queries/, exit 1 on a diff
+    python convert.py -t splunk --stdout print one target's queries
+    python convert.py --list             the targets: platform, data source, verifying engine
+    python convert.py replay FILE...     run the rules over Kubernetes audit log files (DuckDB)
+
+Adding a SIEM is a pipeline file under pipelines/ plus one row in TARGETS.
+Exit codes: 0 done, 1 --check found differences, 2 bad input or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import difflib
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+RULES_DIR = ROOT / "sigma" / "rules"
+FILTERS_DIR = ROOT / "sigma" / "filters"
+PIPELINES_DIR = ROOT / "pipelines"
+QUERIES_DIR = ROOT / "queries"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One output: a pySigma backend (as `sigma convert -t` names it) and our pipeline."""
+
+    name: str
+    backend: str
+    pipeline: str
+    extension: str
+    platform: str
+    data_source: str
+    verified_by: str
+
+
+TARGETS: tuple[Target, ...] = (
+    Target(
+        "elastic-lucene",
+        "lucene",
+        "elastic_kubernetes.yml",
+        "lucene",
+        "Elastic (Kibana query, Lucene)",
+        "logs-kubernetes.audit_logs-* (Kubernetes integration)",
+        "expected string only (Lucene engine: later issue)",
+    ),
+    Target(
+        "elastic-eql",
+        "eql",
+        "elastic_kubernetes.yml",
+        "eql",
+        "Elastic Security (EQL rule / Timeline)",
+        "logs-kubernetes.audit_logs-* (Kubernetes integration)",
+        "Elastic eql engine (PythonEngine)",
+    ),
+    Target(
+        "elastic-esql",
+        "esql",
+        "elastic_kubernetes.yml",
+        "esql",
+        "Elastic (ES|QL)",
+        "logs-kubernetes.audit_logs-* (Kubernetes integration)",
+        "expected string only (no ES|QL engine here)",
+    ),
+    Target(
+        "splunk",
+        "splunk",
+        "splunk_kubernetes_audit.yml",
+        "spl",
+        "Splunk (SPL search)",
+        "raw JSON audit events behind the `kube_audit` macro",
+        "expected string only (no SPL engine here)",
+    ),
+    Target(
+        "duckdb",
+        "sqlite",
+        "duckdb_kubernetes_audit.yml",
+        "sql",
+        "DuckDB / SQL data lake; `convert.py replay`",
+        "view k8s_audit: one column per audit Event path",
+        "DuckDB (convert.py replay)",
+    ),
+)
+TARGETS_BY_NAME = {target.name: target for target in TARGETS}
+REPLAY_TARGET = TARGETS_BY_NAME["duckdb"]
+
+
+class UserError(Exception):
+    """Bad input: printed as one line `convert.py: <message>`, exit 2."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and converting
+
+
+def environments() -> list[str]:
+    """The environments that have filters: one folder each under sigma/filters/."""
+    if not FILTERS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in FILTERS_DIR.iterdir() if p.is_dir())
+
+
+def load_rules(envs: Sequence[str] = ()):  # -> SigmaCollection
+    """Parse every rule (and the filters of the chosen environments) into one collection."""
+    from sigma.collection import SigmaCollection
+
+    known = environments()
+    for env in envs:
+        if env not in known:
+            raise UserError(
+                f"unknown environment '{env}' (available: {', '.join(known) or 'none yet'}); "
+                f"environment filters live in {FILTERS_DIR.relative_to(ROOT)}/<env>/"
+            )
+    paths = sorted(RULES_DIR.rglob("*.yml"))
+    if not paths:
+        raise UserError(f"no rules in {RULES_DIR.relative_to(ROOT)}/; add a Sigma rule (.yml)")
+    for env in envs:
+        paths += sorted((FILTERS_DIR / env).rglob("*.yml"))
+    collection = SigmaCollection.load_ruleset(paths, collect_errors=True)
+    for rule in collection.rules:
+        for error in rule.errors:
+            where = _where(rule, error)
+            raise UserError(f"{where}: {error}; fix the rule (check it with `sigma check`)")
+    return collection
+
+
+def _rel(path: Path | str) -> str:
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _where(rule, error) -> str:
+    source = getattr(error, "source", None) or rule.source
+    return _rel(source.path) if source is not None and source.path else "sigma/rules"
+
+
+def rule_stem(rule) -> str:
+    """The rule's file name without .yml: names its query files."""
+    return Path(rule.source.path).stem
+
+
+def convert_target(target: Target, collection) -> dict[str, str]:
+    """Convert every rule for one target: {rule file stem: query}."""
+    from sigma.exceptions import SigmaError
+    from sigma.processing.pipeline import ProcessingPipeline
+    from sigma.rule import SigmaRule
+
+    pipeline_path = PIPELINES_DIR / target.pipeline
+    try:
+        pipeline = ProcessingPipeline.from_yaml(pipeline_path.read_text(encoding="utf-8"))
+    except (OSError, SigmaError, ValueError) as error:
+        raise UserError(f"{_rel(pipeline_path)}: {error}; fix the pipeline YAML") from error
+    backend = _backend_class(target.backend)(processing_pipeline=pipeline)
+    queries: dict[str, str] = {}
+    for rule in collection.rules:
+        if not isinstance(rule, SigmaRule):
+            continue  # filters are applied to the rules they name
+        try:
+            # pySigma's pipelines change the rule they process: convert a copy
+            converted = backend.convert_rule(copy.deepcopy(rule))
+        except SigmaError as error:
+            raise UserError(
+                f"{_rel(rule.source.path)}: target {target.name} "
+                f"(pipeline {_rel(pipeline_path)}): {error}; map the field in the pipeline "
+                f"or change the rule"
+            ) from error
+        queries[rule_stem(rule)] = "\n".join(str(query) for query in converted)
+    return queries
+
+
+def _backend_class(identifier: str):
+    from sigma.plugins import InstalledSigmaPlugins
+
+    backends = InstalledSigmaPlugins.autodiscover(
+        include_pipelines=False, include_validators=False
+    ).backends
+    if identifier not in backends:
+        raise UserError(
+            f"pySigma backend '{identifier}' is not installed; run `pip install -r requirements.txt`"
+        )
+    return backends[identifier]
+
+
+def render(targets: Iterable[Target], collection) -> dict[Path, str]:
+    """Every output file and its content, in memory: nothing is written here."""
+    files: dict[Path, str] = {}
+    for target in targets:
+        for stem, query in convert_target(target, collection).items():
+            files[QUERIES_DIR / target.name / f"{stem}.{target.extension}"] = query + "\n"
+    return files
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing and checking
+
+
+def write_files(files: dict[Path, str], prune: Path | None = None) -> list[Path]:
+    """The one place that writes: each file atomically; with prune, remove stale files there.
+
+    Returns the paths whose content changed.
+    """
+    changed = []
+    for path, content in sorted(files.items()):
+        data = content.encode("utf-8")
+        if path.is_file() and path.read_bytes() == data:
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        changed.append(path)
+    if prune is not None and prune.is_dir():
+        for stale in sorted(set(_generated_files(prune)) - set(files)):
+            stale.unlink()
+            changed.append(stale)
+    return changed
+
+
+def _generated_files(folder: Path) -> list[Path]:
+    return [path for path in folder.rglob("*") if path.is_file() and path.name != "README.md"]
+
+
+def check_files(files: dict[Path, str], folder: Path) -> list[str]:
+    """Differences between the files as generated and as committed, as readable lines."""
+    problems: list[str] = []
+    for path, content in sorted(files.items()):
+        rel = _rel(path)
+        if not path.is_file():
+            problems.append(f"missing: {rel}")
+            continue
+        committed = path.read_text(encoding="utf-8")
+        if committed != content:
+            problems.extend(
+                difflib.unified_diff(
+                    committed.splitlines(),
+                    content.splitlines(),
+                    f"{rel} (committed)",
+                    f"{rel} (generated)",
+                    lineterm="",
+                )
+            )
+    for stale in sorted(set(_generated_files(folder)) - set(files)) if folder.is_dir() else []:
+        problems.append(f"not generated by any rule and target (stale): {_rel(stale)}")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="convert.py",
+        description="Convert the Sigma rules in sigma/rules/ into every target's query "
+        "(queries/<target>/<rule>.<ext>), or replay Kubernetes audit logs through them.",
+    )
+    parser.add_argument(
+        "-t",
+        "--target",
+        action="append",
+        choices=[t.name for t in TARGETS],
+        metavar="TARGET",
+        help="convert for this target only (repeatable; default: all; see --list)",
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 with a diff if queries/ differs from what the rules give",
+    )
+    mode.add_argument("--stdout", action="store_true", help="print the queries, write nothing")
+    mode.add_argument("--list", action="store_true", help="list the targets and exit")
+    sub = parser.add_subparsers(dest="command", metavar="replay")
+    replay = sub.add_parser(
+        "replay",
+        help="run the rules over Kubernetes audit log files",
+        description="Run the rules over Kubernetes audit log files (audit.k8s.io/v1 events, one "
+        "JSON object per line, .gz allowed) on DuckDB, through the duckdb target's query. "
+        "Alerts go to stdout as JSON lines, a summary to stderr; exit 0 with or without alerts.",
+    )
+    replay.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="ENV",
+        help="apply this environment's filters from sigma/filters/ENV/ (repeatable)",
+    )
+    replay.add_argument("files", nargs="+", type=Path, metavar="FILE", help="audit log file")
+    return parser
+
+
+def list_targets() -> str:
+    rows = [("target", "platform", "data source", "verified by")]
+    rows += [(t.name, t.platform, t.data_source, t.verified_by) for t in TARGETS]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "replay":
+            from dac.replay import run_replay
+
+            return run_replay(args.files, load_rules(args.env), REPLAY_TARGET, convert_target)
+        if args.list:
+            print(list_targets())
+            return 0
+        targets = [TARGETS_BY_NAME[name] for name in args.target] if args.target else TARGETS
+        files = render(targets, load_rules())
+        if args.stdout:
+            for path, content in files.items():
+                print(f"# {_rel(path)}\n{content}", end="")
+            return 0
+        if args.check:
+            problems = check_files(files, QUERIES_DIR if not args.target else QUERIES_DIR / "-")
+            if problems:
+                print("\n".join(problems))
+                print(
+                    f"convert.py --check: {_rel(QUERIES_DIR)}/ is out of date; "
+                    "run `python convert.py` and commit queries/",
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"convert.py --check: {len(files)} query files up to date", file=sys.stderr)
+            return 0
+        changed = write_files(files, prune=QUERIES_DIR if not args.target else None)
+        for path in files:
+            print(_rel(path))
+        print(f"convert.py: {len(files)} query files, {len(changed)} changed", file=sys.stderr)
+        return 0
+    except UserError as error:
+        print(f"convert.py: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
