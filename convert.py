@@ -23,6 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dac import UserError
+
 ROOT = Path(__file__).resolve().parent
 RULES_DIR = ROOT / "sigma" / "rules"
 FILTERS_DIR = ROOT / "sigma" / "filters"
@@ -94,10 +96,6 @@ TARGETS_BY_NAME = {target.name: target for target in TARGETS}
 REPLAY_TARGET = TARGETS_BY_NAME["duckdb"]
 
 
-class UserError(Exception):
-    """Bad input: printed as one line `convert.py: <message>`, exit 2."""
-
-
 # ---------------------------------------------------------------------------------------------
 # Loading and converting
 
@@ -151,11 +149,17 @@ def rule_stem(rule) -> str:
     return Path(rule.source.path).stem
 
 
+def sigma_rules(collection) -> list:
+    """The detection rules of a collection (filters are applied to the rules they name)."""
+    from sigma.rule import SigmaRule
+
+    return [rule for rule in collection.rules if isinstance(rule, SigmaRule)]
+
+
 def convert_target(target: Target, collection) -> dict[str, str]:
     """Convert every rule for one target: {rule file stem: query}."""
     from sigma.exceptions import SigmaError
     from sigma.processing.pipeline import ProcessingPipeline
-    from sigma.rule import SigmaRule
 
     pipeline_path = PIPELINES_DIR / target.pipeline
     try:
@@ -164,9 +168,7 @@ def convert_target(target: Target, collection) -> dict[str, str]:
         raise UserError(f"{_rel(pipeline_path)}: {error}; fix the pipeline YAML") from error
     backend = _backend_class(target.backend)(processing_pipeline=pipeline)
     queries: dict[str, str] = {}
-    for rule in collection.rules:
-        if not isinstance(rule, SigmaRule):
-            continue  # filters are applied to the rules they name
+    for rule in sigma_rules(collection):
         try:
             # pySigma's pipelines change the rule they process: convert a copy
             converted = backend.convert_rule(copy.deepcopy(rule))
@@ -322,7 +324,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "replay":
             from dac.replay import run_replay
 
-            return run_replay(args.files, load_rules(args.env), REPLAY_TARGET, convert_target)
+            collection = load_rules(args.env)
+            queries = convert_target(REPLAY_TARGET, collection)
+            rules = [(rule, queries[rule_stem(rule)]) for rule in sigma_rules(collection)]
+            return run_replay(args.files, rules, sys.stdout, sys.stderr)
         if args.list:
             print(list_targets())
             return 0

@@ -1,0 +1,180 @@
+"""Replay Kubernetes audit log files through the rules' SQL on DuckDB.
+
+Each rule's query is the duckdb target's, run verbatim over a view `k8s_audit` that exposes
+every audit Event path the query or the rule's `fields` use as one column named by the path.
+The file is read once per rule by DuckDB's JSON reader with an explicit column list. Only when
+that read fails on a malformed line are the bad lines located (file and line number), reported,
+and skipped, and the file read again with errors ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from dac import UserError
+
+# Audit Event paths whose DuckDB type is not VARCHAR.
+FIELD_TYPES: dict[str, str] = {
+    "responseStatus.code": "BIGINT",
+    "requestObject.spec.expirationSeconds": "BIGINT",
+    "user.groups": "VARCHAR[]",
+    "impersonatedUser.groups": "VARCHAR[]",
+    "sourceIPs": "VARCHAR[]",
+    "requestObject.spec.audiences": "VARCHAR[]",
+}
+# Top-level members whose keys contain dots: "annotations.authorization.k8s.io/decision" is
+# the key "authorization.k8s.io/decision" of the map "annotations".
+MAP_MEMBERS = frozenset({"annotations"})
+# Always carried into an alert, whatever the rule lists in `fields`.
+ALERT_FIELDS = ("auditID", "stage", "requestReceivedTimestamp")
+VIEW = "k8s_audit"
+MAX_REPORTED_LINES = 20
+
+
+def rule_fields(rule: Any) -> list[str]:
+    """The audit paths a rule tests in its detection, then those it lists in `fields`."""
+    found: list[str] = []
+
+    def walk(detection: Any) -> None:
+        for item in detection.detection_items:
+            if hasattr(item, "detection_items"):
+                walk(item)
+            elif item.field and item.field not in found:
+                found.append(item.field)
+
+    for detection in rule.detection.detections.values():
+        walk(detection)
+    return found + [f for f in [*ALERT_FIELDS, *(rule.fields or [])] if f not in found]
+
+
+def json_columns(fields: list[str]) -> dict[str, str]:
+    """DuckDB read_json `columns`: the top-level members those paths need, with their types."""
+    tree: dict[str, Any] = {}
+    for field in fields:
+        head, _, rest = field.partition(".")
+        if head in MAP_MEMBERS:
+            tree[head] = "MAP(VARCHAR, VARCHAR)"
+            continue
+        node = tree
+        parts = field.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node.setdefault(parts[-1], FIELD_TYPES.get(field, "VARCHAR"))
+
+    def sql_type(node: Any) -> str:
+        if isinstance(node, str):
+            return node
+        members = ", ".join(f"{_ident(name)} {sql_type(child)}" for name, child in node.items())
+        return f"STRUCT({members})"
+
+    return {name: sql_type(node) for name, node in tree.items()}
+
+
+def column_expression(field: str) -> str:
+    """How the view reads one audit path out of the JSON columns."""
+    head, _, rest = field.partition(".")
+    if head in MAP_MEMBERS:
+        return f"{_ident(head)}[{_literal(rest)}]"
+    return ".".join(_ident(part) for part in field.split("."))
+
+
+def view_sql(path: Path, fields: list[str], ignore_errors: bool) -> str:
+    columns = ", ".join(f"{_literal(n)}: {_literal(t)}" for n, t in json_columns(fields).items())
+    select = ", ".join(f"{column_expression(f)} AS {_ident(f)}" for f in fields)
+    return (
+        f"CREATE OR REPLACE TEMP VIEW {VIEW} AS SELECT {select} FROM read_json("
+        f"{_literal(str(path))}, format = 'newline_delimited', columns = {{{columns}}}, "
+        f"ignore_errors = {str(ignore_errors).lower()})"
+    )
+
+
+def malformed_lines(connection: Any, path: Path) -> list[int]:
+    """Line numbers (from 1) that are not a JSON object; blank lines are not counted as bad."""
+    rows = connection.execute(
+        "SELECT n FROM (SELECT row_number() OVER () AS n, line FROM read_csv("
+        "?, columns = {'line': 'VARCHAR'}, delim = chr(0), quote = '', escape = '', "
+        "header = false, auto_detect = false, max_line_size = 1073741824)) "
+        "WHERE trim(line) <> '' AND (NOT json_valid(line) OR json_type(line) <> 'OBJECT')",
+        [str(path)],
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def replay_file(
+    connection: Any, path: Path, rules: list[tuple[Any, str]], warn: Callable[[str], None]
+) -> Iterator[dict[str, Any]]:
+    """Alerts for one file: one dict per matching event and rule."""
+    import duckdb
+
+    ignore_errors = False
+    for rule, query in rules:
+        fields = rule_fields(rule)
+        try:
+            connection.execute(view_sql(path, fields, ignore_errors))
+            result = connection.execute(query)
+            rows = result.fetchall()
+        except duckdb.InvalidInputException as error:
+            if ignore_errors or "JSON" not in str(error):
+                raise
+            bad = malformed_lines(connection, path)
+            for line in bad[:MAX_REPORTED_LINES]:
+                warn(f"{path}:{line}: not a JSON object (malformed line skipped)")
+            if len(bad) > MAX_REPORTED_LINES:
+                warn(f"{path}: {len(bad) - MAX_REPORTED_LINES} more malformed lines skipped")
+            ignore_errors = True
+            connection.execute(view_sql(path, fields, ignore_errors))
+            result = connection.execute(query)
+            rows = result.fetchall()
+        names = [column[0] for column in result.description]
+        for row in rows:
+            yield {
+                "rule_id": str(rule.id),
+                "rule": rule.title,
+                "level": rule.level.name.lower() if rule.level else None,
+                "file": str(path),
+                **dict(zip(names, row)),
+            }
+
+
+def run_replay(files: list[Path], rules: list[tuple[Any, str]], out: TextIO, err: TextIO) -> int:
+    """`convert.py replay`: alerts as JSON lines on out, malformed lines and a summary on err."""
+    import duckdb
+
+    for path in files:
+        if not path.is_file():
+            raise UserError(
+                f"replay: {path}: no such file; pass Kubernetes audit log files "
+                "(one JSON event per line, .gz allowed)"
+            )
+    connection = duckdb.connect()
+    counts = {str(rule.id): 0 for rule, _ in rules}
+
+    def warn(message: str) -> None:
+        print(f"replay: {message}", file=err)
+
+    for path in files:
+        try:
+            for alert in replay_file(connection, path, rules, warn):
+                counts[alert["rule_id"]] += 1
+                out.write(json.dumps(alert, default=str, ensure_ascii=False) + "\n")
+        except duckdb.Error as error:
+            first = str(error).splitlines()[0]
+            raise UserError(
+                f"replay: {path}: cannot be read as a JSON-lines audit log ({first}); "
+                "pass raw audit.k8s.io/v1 events, one per line"
+            ) from error
+    total = sum(counts.values())
+    detail = ", ".join(f"{rule.title}: {counts[str(rule.id)]}" for rule, _ in rules)
+    warn(f"{len(files)} files, {len(rules)} rules, {total} alerts ({detail})")
+    return 0
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"

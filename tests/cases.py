@@ -1,0 +1,77 @@
+"""The labelled events: the public corpus (labelled in data/corpus_labels.yml) and the
+hand-written cases in events/, each named for why it does or does not match."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+CORPUS = HERE / "data" / "corpus" / "public_audit_events.jsonl"
+LABELS = HERE / "data" / "corpus_labels.yml"
+EVENTS = HERE / "events"
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    event: dict[str, Any]
+    engine_exceptions: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return self.id.split("-")[-1]
+
+    def expected(self, engine: str) -> bool:
+        """Whether the engine should match: the label, flipped on a listed engine exception."""
+        return self.label.startswith("match_") != (engine in self.engine_exceptions)
+
+
+def corpus_events() -> list[dict[str, Any]]:
+    return [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines()]
+
+
+def default_label(event: dict[str, Any]) -> str:
+    ref = event.get("objectRef") or {}
+    parts = [event.get("verb") or "noverb", ref.get("resource") or "noresource"]
+    if ref.get("subresource"):
+        parts.append(ref["subresource"])
+    return "nomatch_" + "_".join(parts)
+
+
+def corpus_labels() -> dict[str, Any]:
+    return yaml.safe_load(LABELS.read_text(encoding="utf-8"))
+
+
+@cache
+def load_cases() -> tuple[Case, ...]:
+    data = corpus_labels()
+    labels = {**data["match"], **data["nomatch"]}
+    exceptions = data.get("engine_exceptions") or {}
+    cases = [
+        Case(
+            f"corpus-L{n}-{labels.get(n) or default_label(event)}",
+            event,
+            tuple(engine for engine, lines in exceptions.items() if n in lines),
+        )
+        for n, event in enumerate(corpus_events(), start=1)
+    ]
+    cases += [
+        Case(path.stem, json.loads(path.read_text(encoding="utf-8")))
+        for path in sorted(EVENTS.glob("*.json"))
+    ]
+    return tuple(cases)
+
+
+def raw_event(case: Case) -> dict[str, Any]:
+    """The audit Event as the API server writes it, auditID set to the case id so that every
+    engine's hits name their cases (auditID is not tested by the rule; stages of one request
+    are told apart by their labels)."""
+    event = {k: v for k, v in case.event.items() if not k.startswith(("_", "p_"))}
+    event["auditID"] = case.id
+    return event

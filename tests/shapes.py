@@ -1,0 +1,38 @@
+"""Audit events in the shape each platform stores them, derived from the raw Event."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+
+def elastic_kubernetes(event: dict[str, Any]) -> dict[str, Any]:
+    """A document as Elastic's Kubernetes integration indexes a raw audit Event
+    (packages/kubernetes/data_stream/audit_logs, ingest pipeline default.yml): the Event under
+    kubernetes.audit, annotation keys with "." replaced by "_", request/response object
+    metadata dropped, and the ECS copies: event.action (verb), event.outcome (decision),
+    user.name, user.id, user_agent.original, source.ip and client.ip."""
+    audit = copy.deepcopy(event)
+    for member in ("requestObject", "responseObject"):
+        if isinstance(audit.get(member), dict):
+            audit[member].pop("metadata", None)
+    doc: dict[str, Any] = {"event": {"kind": "event"}, "kubernetes": {"audit": audit}}
+    if "annotations" in audit:
+        annotations = audit["annotations"]
+        audit["annotations"] = {key.replace(".", "_"): value for key, value in annotations.items()}
+        outcome = {"allow": "success", "forbid": "failure"}
+        decision = annotations.get("authorization.k8s.io/decision")
+        if decision in outcome:
+            doc["event"]["outcome"] = outcome[decision]
+    if audit.get("verb") is not None:
+        doc["event"]["action"] = audit["verb"]
+    user = audit.get("user") or {}
+    ecs_user = {k: user[v] for k, v in (("name", "username"), ("id", "uid")) if user.get(v)}
+    if ecs_user:
+        doc["user"] = ecs_user
+    if audit.get("userAgent"):
+        doc["user_agent"] = {"original": audit["userAgent"]}
+    if audit.get("sourceIPs"):
+        doc["source"] = {"ip": audit["sourceIPs"]}
+        doc["client"] = {"ip": audit["sourceIPs"]}
+    return doc
