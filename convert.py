@@ -109,7 +109,9 @@ def environments() -> list[str]:
 
 def load_rules(envs: Sequence[str] = ()):  # -> SigmaCollection
     """Parse every rule (and the filters of the chosen environments) into one collection."""
+    import yaml
     from sigma.collection import SigmaCollection
+    from sigma.exceptions import SigmaRuleLocation
 
     known = environments()
     for env in envs:
@@ -123,7 +125,22 @@ def load_rules(envs: Sequence[str] = ()):  # -> SigmaCollection
         raise UserError(f"no rules in {RULES_DIR.relative_to(ROOT)}/; add a Sigma rule (.yml)")
     for env in envs:
         paths += sorted((FILTERS_DIR / env).rglob("*.yml"))
-    collection = SigmaCollection.load_ruleset(paths, collect_errors=True)
+    parts = []
+    for path in paths:
+        try:
+            parts.append(
+                SigmaCollection.from_yaml(
+                    path.read_text(encoding="utf-8"),
+                    collect_errors=True,
+                    source=SigmaRuleLocation(path),
+                )
+            )
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(error, "problem", None) or "not valid YAML"
+            raise UserError(f"{_rel(path)}: {problem}{at}; fix the rule's YAML") from error
+    collection = SigmaCollection.merge(parts)
     for rule in collection.rules:
         for error in rule.errors:
             where = _where(rule, error)
@@ -158,7 +175,7 @@ def sigma_rules(collection) -> list:
 
 def convert_target(target: Target, collection) -> dict[str, str]:
     """Convert every rule for one target: {rule file stem: query}."""
-    from sigma.exceptions import SigmaError
+    from sigma.exceptions import SigmaError, SigmaTransformationError
     from sigma.processing.pipeline import ProcessingPipeline
 
     pipeline_path = PIPELINES_DIR / target.pipeline
@@ -173,10 +190,14 @@ def convert_target(target: Target, collection) -> dict[str, str]:
             # pySigma's pipelines change the rule they process: convert a copy
             converted = backend.convert_rule(copy.deepcopy(rule))
         except SigmaError as error:
+            hint = (
+                "map the field in the pipeline or change the rule"
+                if isinstance(error, SigmaTransformationError)
+                else "fix the rule (check it with `sigma check`)"
+            )
             raise UserError(
                 f"{_rel(rule.source.path)}: target {target.name} "
-                f"(pipeline {_rel(pipeline_path)}): {error}; map the field in the pipeline "
-                f"or change the rule"
+                f"(pipeline {_rel(pipeline_path)}): {error}; {hint}"
             ) from error
         queries[rule_stem(rule)] = "\n".join(str(query) for query in converted)
     return queries
@@ -190,7 +211,8 @@ def _backend_class(identifier: str):
     ).backends
     if identifier not in backends:
         raise UserError(
-            f"pySigma backend '{identifier}' is not installed; run `pip install -r requirements.txt`"
+            f"pySigma backend '{identifier}' is not installed; "
+            "run `pip install -r requirements.txt`"
         )
     return backends[identifier]
 
@@ -313,7 +335,7 @@ def list_targets() -> str:
     rows += [(t.name, t.platform, t.data_source, t.verified_by) for t in TARGETS]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
     )
 
 

@@ -135,7 +135,7 @@ def replay_file(
                 "rule": rule.title,
                 "level": rule.level.name.lower() if rule.level else None,
                 "file": str(path),
-                **dict(zip(names, row)),
+                **dict(zip(names, row, strict=True)),
             }
 
 

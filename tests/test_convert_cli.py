@@ -1,0 +1,171 @@
+"""convert.py as a user runs it: on a copy of the repository, through its command line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cases import EVENTS
+
+ROOT = Path(__file__).resolve().parent.parent
+RULE = Path("sigma/rules/credential_access_kubernetes_serviceaccount_token_requested.yml")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A copy of what convert.py needs: the script, its package, rules, pipelines, queries."""
+    for name in ("convert.py", "dac", "sigma", "pipelines", "queries"):
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, tmp_path / name)
+    return tmp_path
+
+
+def run(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "convert.py", *args], cwd=repo, capture_output=True, text=True, timeout=120
+    )
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def test_check_passes_on_the_committed_tree() -> None:
+    result = run(ROOT, "--check")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_check_fails_with_a_diff_when_the_rule_changed_without_regenerating(repo: Path) -> None:
+    rule = repo / RULE
+    rule.write_text(rule.read_text().replace("system:kube-controller-manager\n", "system:kcm\n"))
+    result = run(repo, "--check")
+    assert result.returncode == 1
+    assert "-" in result.stdout and "+" in result.stdout
+    assert "system:kcm" in result.stdout
+    assert "run `python convert.py`" in result.stderr
+
+
+def test_check_fails_on_a_hand_edited_query(repo: Path) -> None:
+    spl = next((repo / "queries" / "splunk").iterdir())
+    spl.write_text(spl.read_text().replace("kube_audit", "my_audit"))
+    result = run(repo, "--check")
+    assert result.returncode == 1
+    assert "my_audit" in result.stdout
+
+
+def test_regenerating_is_byte_stable_and_prints_what_it_wrote(repo: Path) -> None:
+    before = snapshot(repo / "queries")
+    result = run(repo)
+    assert result.returncode == 0
+    assert snapshot(repo / "queries") == before
+    assert "0 changed" in result.stderr
+    assert sorted(result.stdout.split()) == sorted(f"queries/{name}" for name in before)
+
+
+def test_one_target_to_stdout_writes_nothing(repo: Path) -> None:
+    before = snapshot(repo)
+    result = run(repo, "-t", "splunk", "--stdout")
+    assert result.returncode == 0
+    assert result.stdout.count("`kube_audit`") == 1
+    assert snapshot(repo) == before
+
+
+def test_list_names_every_target_with_its_engine() -> None:
+    from convert import TARGETS
+
+    result = run(ROOT, "--list")
+    assert result.returncode == 0
+    for target in TARGETS:
+        line = next(row for row in result.stdout.splitlines() if row.startswith(target.name + " "))
+        assert target.verified_by in line
+
+
+def test_unknown_target_is_a_usage_error(repo: Path) -> None:
+    result = run(repo, "-t", "qradar")
+    assert result.returncode == 2
+    assert "invalid choice: 'qradar'" in result.stderr
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_broken_rule_yaml_is_one_clear_line_and_writes_nothing(repo: Path) -> None:
+    (repo / RULE).write_text((repo / RULE).read_text().replace("detection:", "detection: [", 1))
+    before = snapshot(repo / "queries")
+    line = one_error_line(run(repo))
+    assert str(RULE) in line and "line 28" in line and "fix the rule" in line
+    assert snapshot(repo / "queries") == before
+
+
+def test_unmapped_field_fails_the_whole_run_without_half_written_output(repo: Path) -> None:
+    """user.groups maps for Elastic and Splunk but not for SQL (an array): the duckdb target
+    fails after the others converted, and still nothing is written."""
+    rule = repo / RULE
+    rule.write_text(
+        rule.read_text().replace(
+            "    verb: create\n", "    verb: create\n    user.groups: admins\n"
+        )
+    )
+    before = snapshot(repo / "queries")
+    line = one_error_line(run(repo))
+    assert "user.groups" in line and "duckdb_kubernetes_audit.yml" in line and str(RULE) in line
+    assert snapshot(repo / "queries") == before
+
+
+# --- replay ------------------------------------------------------------------------------
+
+
+def test_replay_reports_malformed_lines_and_evaluates_the_rest(repo: Path) -> None:
+    attack = json.loads((EVENTS / "match_human_user_kubectl_create_token.json").read_text())
+    kubelet = json.loads((EVENTS / "nomatch_kubelet_projected_token.json").read_text())
+    log = repo / "audit.log"
+    log.write_text(
+        "\n".join(
+            [json.dumps(kubelet), '{"verb": "create", "objectRef": {', "", json.dumps(attack), "[]"]
+        )
+        + "\n"
+    )
+    result = run(repo, "replay", str(log))
+    assert result.returncode == 0, result.stderr
+    alerts = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(a["auditID"], a["stage"]) for a in alerts] == [(attack["auditID"], "ResponseComplete")]
+    assert alerts[0]["rule_id"] == "6f2b7a6e-3d1c-4c8e-9b7a-2e4f5d8c1a90"
+    assert alerts[0]["user.username"] == "alice@example.com"
+    assert f"{log}:2: not a JSON object" in result.stderr
+    assert f"{log}:5: not a JSON object" in result.stderr
+    assert f"{log}:3:" not in result.stderr  # a blank line is not an error
+    assert "1 alerts" in result.stderr.splitlines()[-1]
+
+
+def test_replay_reads_gzip_and_exits_0_without_alerts(repo: Path) -> None:
+    kubelet = (EVENTS / "nomatch_kubelet_projected_token.json").read_text()
+    log = repo / "audit.log.gz"
+    log.write_bytes(gzip.compress((json.dumps(json.loads(kubelet)) + "\n").encode()))
+    result = run(repo, "replay", str(log))
+    assert result.returncode == 0 and result.stdout == ""
+    assert "0 alerts" in result.stderr
+
+
+def test_replay_of_a_missing_file_is_one_clear_line(repo: Path) -> None:
+    line = one_error_line(run(repo, "replay", "nope.log"))
+    assert "nope.log: no such file" in line
+
+
+def test_replay_unknown_environment_is_one_clear_line(repo: Path) -> None:
+    log = repo / "audit.log"
+    log.write_text("{}\n")
+    line = one_error_line(run(repo, "replay", "--env", "mars", str(log)))
+    assert "unknown environment 'mars'" in line

@@ -1,0 +1,51 @@
+"""Queries that no engine here can run, pinned as reviewed strings.
+
+Review notes (what a SOC engineer checked in each):
+- Splunk: starts from the site's `kube_audit` macro, ends in the rule's `_filter` macro. SPL
+  evaluates OR before the implicit AND, so `stage IN (...) OR NOT stage=*` is one clause:
+  the final stage, or no stage recorded. `IN` with `*` is a wildcard match, case-insensitive.
+- ES|QL: the Kubernetes integration's data stream in FROM; `==` and starts_with are exact
+  and case sensitive, as Kubernetes user names are. A missing user.username makes the NOT
+  null (no alert); a real audit Event always has one.
+- Lucene: keyword fields, `:` with `*` for the kubelet prefix, `:` and `\\-` escaped; a missing
+  stage is matched by NOT _exists_.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+EXPECTED = {
+    "splunk": (
+        '`kube_audit` verb="create" objectRef.resource="serviceaccounts" '
+        'objectRef.subresource="token" stage IN ("ResponseComplete", "Panic") OR NOT stage=* '
+        'NOT (user.username IN ("system:node:*", "system:kube-controller-manager")) '
+        "| table user.username,user.groups{},impersonatedUser.username,sourceIPs{},userAgent,"
+        "objectRef.namespace,objectRef.name,responseStatus.code,"
+        "annotations.authorization.k8s.io/decision "
+        "| `kubernetes_serviceaccount_token_requested_filter`"
+    ),
+    "elastic-esql": (
+        "from logs-kubernetes.audit_logs-* metadata _id, _index, _version "
+        '| where kubernetes.audit.verb=="create" '
+        'and kubernetes.audit.objectRef.resource=="serviceaccounts" '
+        'and kubernetes.audit.objectRef.subresource=="token" '
+        'and (kubernetes.audit.stage in ("ResponseComplete", "Panic") '
+        "or kubernetes.audit.stage is null) "
+        'and not (starts_with(kubernetes.audit.user.username, "system:node:") '
+        'or kubernetes.audit.user.username=="system:kube-controller-manager")'
+    ),
+    "elastic-lucene": (
+        "(kubernetes.audit.verb:create AND kubernetes.audit.objectRef.resource:serviceaccounts "
+        "AND kubernetes.audit.objectRef.subresource:token) "
+        "AND ((kubernetes.audit.stage:(ResponseComplete OR Panic)) "
+        "OR (NOT _exists_:kubernetes.audit.stage)) "
+        "AND (NOT (kubernetes.audit.user.username:"
+        "(system\\:node\\:* OR system\\:kube\\-controller\\-manager)))"
+    ),
+}
+
+
+@pytest.mark.parametrize("target", EXPECTED)
+def test_golden(target: str, query_for) -> None:
+    assert query_for(target) == EXPECTED[target]
