@@ -129,7 +129,7 @@ print(duckdb.sql('''
     AND (stage IN ('ResponseComplete', 'Panic') OR stage IS NULL)
     AND NOT coalesce("user".username LIKE 'system:node:%'
                      OR "user".username = 'system:kube-controller-manager', false)
-''', params=[sys.argv[1]]).fetchone()[0])
+''', params=[sys.argv[1]]).fetchall()[0][0])
 """
 
 

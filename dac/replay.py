@@ -20,10 +20,11 @@ from dac import UserError
 FIELD_TYPES: dict[str, str] = {
     "responseStatus.code": "BIGINT",
     "requestObject.spec.expirationSeconds": "BIGINT",
-    "user.groups": "VARCHAR[]",
-    "impersonatedUser.groups": "VARCHAR[]",
-    "sourceIPs": "VARCHAR[]",
-    "requestObject.spec.audiences": "VARCHAR[]",
+    # Arrays stay JSON text until a row matches: rendering lists for every event is costly.
+    "user.groups": "JSON",
+    "impersonatedUser.groups": "JSON",
+    "sourceIPs": "JSON",
+    "requestObject.spec.audiences": "JSON",
 }
 # Top-level members whose keys contain dots: "annotations.authorization.k8s.io/decision" is
 # the key "authorization.k8s.io/decision" of the map "annotations".
@@ -32,6 +33,7 @@ MAP_MEMBERS = frozenset({"annotations"})
 ALERT_FIELDS = ("auditID", "stage", "requestReceivedTimestamp")
 VIEW = "k8s_audit"
 MAX_REPORTED_LINES = 20
+BATCH = 2048
 
 
 def rule_fields(rule: Any) -> list[str]:
@@ -56,7 +58,7 @@ def json_columns(fields: list[str]) -> dict[str, str]:
     for field in fields:
         head, _, rest = field.partition(".")
         if head in MAP_MEMBERS:
-            tree[head] = "MAP(VARCHAR, VARCHAR)"
+            tree[head] = "JSON"  # keys are looked up only in rows the query reads them from
             continue
         node = tree
         parts = field.split(".")
@@ -77,7 +79,7 @@ def column_expression(field: str) -> str:
     """How the view reads one audit path out of the JSON columns."""
     head, _, rest = field.partition(".")
     if head in MAP_MEMBERS:
-        return f"{_ident(head)}[{_literal(rest)}]"
+        return f"json_extract_string({_ident(head)}, {_literal('$.' + json.dumps(rest))})"
     return ".".join(_ident(part) for part in field.split("."))
 
 
@@ -105,38 +107,46 @@ def malformed_lines(connection: Any, path: Path) -> list[int]:
 
 def replay_file(
     connection: Any, path: Path, rules: list[tuple[Any, str]], warn: Callable[[str], None]
-) -> Iterator[dict[str, Any]]:
-    """Alerts for one file: one dict per matching event and rule."""
+) -> Iterator[tuple[str, str]]:
+    """(rule id, alert JSON line) for one file, streamed: DuckDB renders each matching row."""
     import duckdb
 
     ignore_errors = False
     for rule, query in rules:
         fields = rule_fields(rule)
-        try:
-            connection.execute(view_sql(path, fields, ignore_errors))
-            result = connection.execute(query)
-            rows = result.fetchall()
-        except duckdb.InvalidInputException as error:
-            if ignore_errors or "JSON" not in str(error):
-                raise
-            bad = malformed_lines(connection, path)
-            for line in bad[:MAX_REPORTED_LINES]:
-                warn(f"{path}:{line}: not a JSON object (malformed line skipped)")
-            if len(bad) > MAX_REPORTED_LINES:
-                warn(f"{path}: {len(bad) - MAX_REPORTED_LINES} more malformed lines skipped")
-            ignore_errors = True
-            connection.execute(view_sql(path, fields, ignore_errors))
-            result = connection.execute(query)
-            rows = result.fetchall()
-        names = [column[0] for column in result.description]
-        for row in rows:
-            yield {
+        header = json.dumps(
+            {
                 "rule_id": str(rule.id),
                 "rule": rule.title,
                 "level": rule.level.name.lower() if rule.level else None,
                 "file": str(path),
-                **dict(zip(names, row, strict=True)),
-            }
+            },
+            ensure_ascii=False,
+        )[:-1]
+        alerts = f"SELECT to_json(alert) FROM ({query}) AS alert"
+        emitted = 0
+        while True:
+            try:
+                connection.execute(view_sql(path, fields, ignore_errors))
+                result = connection.execute(alerts)
+                skip = emitted  # after a restart, rows already sent come again first, in order
+                while batch := result.fetchmany(BATCH):
+                    for (row,) in batch:
+                        if skip:
+                            skip -= 1
+                            continue
+                        emitted += 1
+                        yield str(rule.id), f"{header}, {row[1:]}"
+                break
+            except duckdb.InvalidInputException as error:
+                if ignore_errors or "JSON" not in str(error):
+                    raise
+                bad = malformed_lines(connection, path)
+                for line in bad[:MAX_REPORTED_LINES]:
+                    warn(f"{path}:{line}: not a JSON object (malformed line skipped)")
+                if len(bad) > MAX_REPORTED_LINES:
+                    warn(f"{path}: {len(bad) - MAX_REPORTED_LINES} more malformed lines skipped")
+                ignore_errors = True
 
 
 def run_replay(files: list[Path], rules: list[tuple[Any, str]], out: TextIO, err: TextIO) -> int:
@@ -157,9 +167,9 @@ def run_replay(files: list[Path], rules: list[tuple[Any, str]], out: TextIO, err
 
     for path in files:
         try:
-            for alert in replay_file(connection, path, rules, warn):
-                counts[alert["rule_id"]] += 1
-                out.write(json.dumps(alert, default=str, ensure_ascii=False) + "\n")
+            for rule_id, alert in replay_file(connection, path, rules, warn):
+                counts[rule_id] += 1
+                out.write(alert + "\n")
         except duckdb.Error as error:
             first = str(error).splitlines()[0]
             raise UserError(

@@ -169,3 +169,21 @@ def test_replay_unknown_environment_is_one_clear_line(repo: Path) -> None:
     log.write_text("{}\n")
     line = one_error_line(run(repo, "replay", "--env", "mars", str(log)))
     assert "unknown environment 'mars'" in line
+
+
+def test_replay_malformed_line_deep_in_a_large_file_alerts_once_per_event(repo: Path) -> None:
+    """The bad line comes after DuckDB has streamed alerts from earlier blocks: the restart
+    with errors skipped sends each alert once, in file order."""
+    attack = json.loads((EVENTS / "match_human_user_kubectl_create_token.json").read_text())
+    lines = []
+    for n in range(40_000):
+        attack["auditID"] = f"a-{n}"
+        lines.append(json.dumps(attack))
+    lines.insert(39_990, "{truncated")
+    log = repo / "audit.log"
+    log.write_text("\n".join(lines) + "\n")
+    result = run(repo, "replay", str(log))
+    assert result.returncode == 0, result.stderr
+    ids = [json.loads(line)["auditID"] for line in result.stdout.splitlines()]
+    assert ids == [f"a-{n}" for n in range(40_000)]
+    assert f"{log}:39991: not a JSON object" in result.stderr
