@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import difflib
+import functools
 import os
 import sys
 import tempfile
@@ -203,12 +204,18 @@ def convert_target(target: Target, collection) -> dict[str, str]:
     return queries
 
 
-def _backend_class(identifier: str):
+@functools.cache
+def _installed_backends() -> dict:
     from sigma.plugins import InstalledSigmaPlugins
 
-    backends = InstalledSigmaPlugins.autodiscover(
+    return InstalledSigmaPlugins.autodiscover(
         include_pipelines=False, include_validators=False
     ).backends
+
+
+def _backend_class(identifier: str):
+    """The backend class `sigma convert -t <identifier>` uses."""
+    backends = _installed_backends()
     if identifier not in backends:
         raise UserError(
             f"pySigma backend '{identifier}' is not installed; "

@@ -144,6 +144,8 @@ def test_replay_reports_malformed_lines_and_evaluates_the_rest(repo: Path) -> No
     assert [(a["auditID"], a["stage"]) for a in alerts] == [(attack["auditID"], "ResponseComplete")]
     assert alerts[0]["rule_id"] == "6f2b7a6e-3d1c-4c8e-9b7a-2e4f5d8c1a90"
     assert alerts[0]["user.username"] == "alice@example.com"
+    assert alerts[0]["annotations.authorization.k8s.io/decision"] == "allow"
+    assert alerts[0]["sourceIPs"] == ["203.0.113.7"]
     assert f"{log}:2: not a JSON object" in result.stderr
     assert f"{log}:5: not a JSON object" in result.stderr
     assert f"{log}:3:" not in result.stderr  # a blank line is not an error
