@@ -63,6 +63,17 @@ def test_check_fails_on_a_hand_edited_query(repo: Path) -> None:
     assert "my_audit" in result.stdout
 
 
+def test_check_fails_on_a_query_no_rule_generates_and_regenerating_removes_it(repo: Path) -> None:
+    stale = repo / "queries" / "splunk" / "deleted_rule.spl"
+    stale.write_text("index=old\n")
+    result = run(repo, "--check")
+    assert result.returncode == 1
+    assert "stale" in result.stdout and "queries/splunk/deleted_rule.spl" in result.stdout
+    assert run(repo).returncode == 0
+    assert not stale.exists()
+    assert run(repo, "--check").returncode == 0
+
+
 def test_regenerating_is_byte_stable_and_prints_what_it_wrote(repo: Path) -> None:
     before = snapshot(repo / "queries")
     result = run(repo)
