@@ -23,8 +23,14 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dac import UserError
+
+if TYPE_CHECKING:  # pySigma is imported where it is used: --help and --list stay instant
+    from sigma.collection import SigmaCollection
+    from sigma.conversion.base import Backend
+    from sigma.rule import SigmaRule
 
 ROOT = Path(__file__).resolve().parent
 RULES_DIR = ROOT / "sigma" / "rules"
@@ -48,49 +54,49 @@ class Target:
 
 TARGETS: tuple[Target, ...] = (
     Target(
-        "elastic-lucene",
-        "lucene",
-        "elastic_kubernetes.yml",
-        "lucene",
-        "Elastic (Kibana query, Lucene)",
-        "logs-kubernetes.audit_logs-* (Kubernetes integration)",
-        "expected string only (Lucene engine: later issue)",
+        name="elastic-lucene",
+        backend="lucene",
+        pipeline="elastic_kubernetes.yml",
+        extension="lucene",
+        platform="Elastic (Kibana query, Lucene)",
+        data_source="logs-kubernetes.audit_logs-* (Kubernetes integration)",
+        verified_by="expected string only (Lucene engine: later issue)",
     ),
     Target(
-        "elastic-eql",
-        "eql",
-        "elastic_kubernetes.yml",
-        "eql",
-        "Elastic Security (EQL rule / Timeline)",
-        "logs-kubernetes.audit_logs-* (Kubernetes integration)",
-        "Elastic eql engine (PythonEngine)",
+        name="elastic-eql",
+        backend="eql",
+        pipeline="elastic_kubernetes.yml",
+        extension="eql",
+        platform="Elastic Security (EQL rule / Timeline)",
+        data_source="logs-kubernetes.audit_logs-* (Kubernetes integration)",
+        verified_by="Elastic eql engine (PythonEngine)",
     ),
     Target(
-        "elastic-esql",
-        "esql",
-        "elastic_kubernetes.yml",
-        "esql",
-        "Elastic (ES|QL)",
-        "logs-kubernetes.audit_logs-* (Kubernetes integration)",
-        "expected string only (no ES|QL engine here)",
+        name="elastic-esql",
+        backend="esql",
+        pipeline="elastic_kubernetes.yml",
+        extension="esql",
+        platform="Elastic (ES|QL)",
+        data_source="logs-kubernetes.audit_logs-* (Kubernetes integration)",
+        verified_by="expected string only (no ES|QL engine here)",
     ),
     Target(
-        "splunk",
-        "splunk",
-        "splunk_kubernetes_audit.yml",
-        "spl",
-        "Splunk (SPL search)",
-        "raw JSON audit events behind the `kube_audit` macro",
-        "expected string only (no SPL engine here)",
+        name="splunk",
+        backend="splunk",
+        pipeline="splunk_kubernetes_audit.yml",
+        extension="spl",
+        platform="Splunk (SPL search)",
+        data_source="raw JSON audit events behind the `kube_audit` macro",
+        verified_by="expected string only (no SPL engine here)",
     ),
     Target(
-        "duckdb",
-        "sqlite",
-        "duckdb_kubernetes_audit.yml",
-        "sql",
-        "DuckDB / SQL data lake; `convert.py replay`",
-        "view k8s_audit: one column per audit Event path",
-        "DuckDB (convert.py replay)",
+        name="duckdb",
+        backend="sqlite",
+        pipeline="duckdb_kubernetes_audit.yml",
+        extension="sql",
+        platform="DuckDB / SQL data lake; `convert.py replay`",
+        data_source="view k8s_audit: one column per audit Event path",
+        verified_by="DuckDB (convert.py replay)",
     ),
 )
 TARGETS_BY_NAME = {target.name: target for target in TARGETS}
@@ -108,7 +114,7 @@ def environments() -> list[str]:
     return sorted(p.name for p in FILTERS_DIR.iterdir() if p.is_dir())
 
 
-def load_rules(envs: Sequence[str] = ()):  # -> SigmaCollection
+def load_rules(envs: Sequence[str] = ()) -> SigmaCollection:
     """Parse every rule (and the filters of the chosen environments) into one collection."""
     import yaml
     from sigma.collection import SigmaCollection
@@ -157,24 +163,24 @@ def _rel(path: Path | str) -> str:
         return str(path)
 
 
-def _where(rule, error) -> str:
+def _where(rule: SigmaRule, error: Exception) -> str:
     source = getattr(error, "source", None) or rule.source
     return _rel(source.path) if source is not None and source.path else "sigma/rules"
 
 
-def rule_stem(rule) -> str:
+def rule_stem(rule: SigmaRule) -> str:
     """The rule's file name without .yml: names its query files."""
     return Path(rule.source.path).stem
 
 
-def sigma_rules(collection) -> list:
+def sigma_rules(collection: SigmaCollection) -> list[SigmaRule]:
     """The detection rules of a collection (filters are applied to the rules they name)."""
     from sigma.rule import SigmaRule
 
     return [rule for rule in collection.rules if isinstance(rule, SigmaRule)]
 
 
-def convert_target(target: Target, collection) -> dict[str, str]:
+def convert_target(target: Target, collection: SigmaCollection) -> dict[str, str]:
     """Convert every rule for one target: {rule file stem: query}."""
     from sigma.exceptions import SigmaError, SigmaTransformationError
     from sigma.processing.pipeline import ProcessingPipeline
@@ -205,7 +211,7 @@ def convert_target(target: Target, collection) -> dict[str, str]:
 
 
 @functools.cache
-def _installed_backends() -> dict:
+def _installed_backends() -> dict[str, type[Backend]]:
     from sigma.plugins import InstalledSigmaPlugins
 
     return InstalledSigmaPlugins.autodiscover(
@@ -213,7 +219,7 @@ def _installed_backends() -> dict:
     ).backends
 
 
-def _backend_class(identifier: str):
+def _backend_class(identifier: str) -> type[Backend]:
     """The backend class `sigma convert -t <identifier>` uses."""
     backends = _installed_backends()
     if identifier not in backends:
@@ -224,8 +230,12 @@ def _backend_class(identifier: str):
     return backends[identifier]
 
 
-def render(targets: Iterable[Target], collection) -> dict[Path, str]:
+def render(targets: Iterable[Target], collection: SigmaCollection) -> dict[Path, str]:
     """Every output file and its content, in memory: nothing is written here."""
+    stems = [rule_stem(rule) for rule in sigma_rules(collection)]
+    twice = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if twice:
+        raise UserError(f"two rules share the file name {', '.join(twice)}; rename one")
     files: dict[Path, str] = {}
     for target in targets:
         for stem, query in convert_target(target, collection).items():

@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from dac import UserError
+
+if TYPE_CHECKING:
+    from sigma.rule import SigmaRule
 
 # Audit Event paths whose DuckDB type is not VARCHAR.
 FIELD_TYPES: dict[str, str] = {
@@ -28,7 +31,7 @@ FIELD_TYPES: dict[str, str] = {
 # Top-level members whose keys contain dots: "annotations.authorization.k8s.io/decision" is
 # the key "authorization.k8s.io/decision" of "annotations", read as a struct of just the keys
 # the rule needs.
-MAP_MEMBERS = frozenset({"annotations"})
+DOTTED_KEY_MEMBERS = frozenset({"annotations"})
 # Always carried into an alert, whatever the rule lists in `fields`.
 ALERT_FIELDS = ("auditID", "stage", "requestReceivedTimestamp")
 VIEW = "k8s_audit"
@@ -36,7 +39,7 @@ MAX_REPORTED_LINES = 20
 BATCH = 2048
 
 
-def rule_fields(rule: Any) -> list[str]:
+def rule_fields(rule: SigmaRule) -> list[str]:
     """The audit paths a rule tests in its detection, then those it lists in `fields`."""
     found: list[str] = []
 
@@ -57,7 +60,7 @@ def json_columns(fields: list[str]) -> dict[str, str]:
     tree: dict[str, Any] = {}
     for field in fields:
         head, _, rest = field.partition(".")
-        parts = [head, rest] if head in MAP_MEMBERS else field.split(".")
+        parts = [head, rest] if head in DOTTED_KEY_MEMBERS else field.split(".")
         node = tree
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -75,7 +78,7 @@ def json_columns(fields: list[str]) -> dict[str, str]:
 def column_expression(field: str) -> str:
     """How the view reads one audit path out of the JSON columns."""
     head, _, rest = field.partition(".")
-    parts = [head, rest] if head in MAP_MEMBERS else field.split(".")
+    parts = [head, rest] if head in DOTTED_KEY_MEMBERS else field.split(".")
     return ".".join(_ident(part) for part in parts)
 
 
@@ -102,7 +105,7 @@ def malformed_lines(connection: Any, path: Path) -> list[int]:
 
 
 def replay_file(
-    connection: Any, path: Path, rules: list[tuple[Any, str]], warn: Callable[[str], None]
+    connection: Any, path: Path, rules: list[tuple[SigmaRule, str]], warn: Callable[[str], None]
 ) -> Iterator[tuple[str, str]]:
     """(rule id, alert JSON line) for one file, streamed: DuckDB renders each matching row."""
     import duckdb
@@ -142,10 +145,15 @@ def replay_file(
                     warn(f"{path}:{line}: not a JSON object (malformed line skipped)")
                 if len(bad) > MAX_REPORTED_LINES:
                     warn(f"{path}: {len(bad) - MAX_REPORTED_LINES} more malformed lines skipped")
+                if not bad:
+                    first = str(error).splitlines()[0]
+                    warn(f"{path}: {first}; events DuckDB could not read were skipped")
                 ignore_errors = True
 
 
-def run_replay(files: list[Path], rules: list[tuple[Any, str]], out: TextIO, err: TextIO) -> int:
+def run_replay(
+    files: list[Path], rules: list[tuple[SigmaRule, str]], out: TextIO, err: TextIO
+) -> int:
     """`convert.py replay`: alerts as JSON lines on out, malformed lines and a summary on err."""
     import duckdb
 
