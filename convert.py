@@ -60,7 +60,7 @@ TARGETS: tuple[Target, ...] = (
         extension="lucene",
         platform="Elastic (Kibana query, Lucene)",
         data_source="logs-kubernetes.audit_logs-* (Kubernetes integration)",
-        verified_by="expected string only (Lucene engine: later issue)",
+        verified_by="Apache Lucene QueryParser + MemoryIndex (Elasticsearch query_string rules)",
     ),
     Target(
         name="elastic-eql",

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import glob
 import io
 import json
+import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,9 +41,68 @@ def run_duckdb(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Pat
     return {json.loads(line)["auditID"] for line in out.getvalue().splitlines()}
 
 
+LUCENE_JARS = ("core", "queryparser", "memory", "analyzers-common")
+LUCENE_MAIN = Path(__file__).resolve().parent / "lucene" / "LuceneMatch.java"
+
+
+def keyword_fields(doc: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """A document as Elasticsearch indexes it into keyword fields: one (path, value) per leaf
+    value (each element of an array), plus `_exists_` for every path that has a value."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in doc.items():
+        path = f"{prefix}{key}"
+        values = value if isinstance(value, list) else [value]
+        before = len(pairs)
+        for item in values:
+            if isinstance(item, dict):
+                pairs += keyword_fields(item, path + ".")
+            elif item is not None:
+                text = item if isinstance(item, str) else json.dumps(item)
+                pairs.append((path, text))
+        if len(pairs) > before:
+            pairs.append(("_exists_", path))
+    return pairs
+
+
+def lucene_classpath() -> str:
+    jars = []
+    for name in LUCENE_JARS:
+        found = sorted(glob.glob(f"/usr/share/java/lucene-{name}-[0-9]*.jar"))
+        assert found, f"Apache Lucene's {name} jar is missing: apt-get install liblucene8-java"
+        jars.append(found[-1])
+    return ":".join(jars)
+
+
+def run_lucene(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path) -> set[str]:
+    """Apache Lucene's classic QueryParser and MemoryIndex, as Elasticsearch's query_string
+    runs a Lucene query over keyword fields (tests/lucene/LuceneMatch.java), over documents
+    shaped as Elastic's Kubernetes integration indexes them."""
+
+    def escape(text: str) -> str:
+        return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+
+    lines = []
+    for event in events:
+        pairs = keyword_fields(elastic_kubernetes(event))
+        cells = [event["auditID"], *(cell for pair in pairs for cell in pair)]
+        lines.append("\t".join(escape(cell) for cell in cells))
+    query_file = tmp / "query.lucene"
+    query_file.write_text(query, encoding="utf-8")
+    result = subprocess.run(
+        ["java", "-cp", lucene_classpath(), str(LUCENE_MAIN), str(query_file)],
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.splitlines())
+
+
 # engine name -> (convert.py target it executes, runner)
 Runner = Callable[[str, Any, Sequence[dict[str, Any]], Path], set[str]]
 ENGINES: dict[str, tuple[str, Runner]] = {
     "eql": ("elastic-eql", run_eql),
     "duckdb": ("duckdb", run_duckdb),
+    "lucene": ("elastic-lucene", run_lucene),
 }

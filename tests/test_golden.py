@@ -1,4 +1,5 @@
-"""Queries that no engine here can run, pinned as reviewed strings.
+"""Queries that no engine here can run, pinned as reviewed strings (Lucene, EQL and DuckDB SQL
+are executed in test_engines.py instead).
 
 Review notes (what a SOC engineer checked in each):
 - Splunk: starts from the site's `kube_audit` macro, ends in the rule's `_filter` macro. SPL
@@ -7,8 +8,6 @@ Review notes (what a SOC engineer checked in each):
 - ES|QL: the Kubernetes integration's data stream in FROM; `==` and starts_with are exact
   and case sensitive, as Kubernetes user names are. A missing user.username makes the NOT
   null (no alert); a real audit Event always has one.
-- Lucene: keyword fields, `:` with `*` for the kubelet prefix, `:` and `\\-` escaped; a missing
-  stage is matched by NOT _exists_.
 """
 
 from __future__ import annotations
@@ -34,14 +33,6 @@ EXPECTED = {
         "or kubernetes.audit.stage is null) "
         'and not (starts_with(kubernetes.audit.user.username, "system:node:") '
         'or kubernetes.audit.user.username=="system:kube-controller-manager")'
-    ),
-    "elastic-lucene": (
-        "(kubernetes.audit.verb:create AND kubernetes.audit.objectRef.resource:serviceaccounts "
-        "AND kubernetes.audit.objectRef.subresource:token) "
-        "AND ((kubernetes.audit.stage:(ResponseComplete OR Panic)) "
-        "OR (NOT _exists_:kubernetes.audit.stage)) "
-        "AND (NOT (kubernetes.audit.user.username:"
-        "(system\\:node\\:* OR system\\:kube\\-controller\\-manager)))"
     ),
 }
 
