@@ -41,11 +41,12 @@ QUERIES_DIR = ROOT / "queries"
 
 @dataclass(frozen=True)
 class Target:
-    """One output: a pySigma backend (as `sigma convert -t` names it) and our pipeline."""
+    """One output: a pySigma backend (as `sigma convert -t` names it) and our pipelines,
+    composed in order as `sigma convert -p A -p B` composes them."""
 
     name: str
     backend: str
-    pipeline: str
+    pipelines: tuple[str, ...]
     extension: str
     platform: str
     data_source: str
@@ -56,7 +57,7 @@ TARGETS: tuple[Target, ...] = (
     Target(
         name="elastic-lucene",
         backend="lucene",
-        pipeline="elastic_kubernetes.yml",
+        pipelines=("elastic_kubernetes.yml",),
         extension="lucene",
         platform="Elastic (Kibana query, Lucene)",
         data_source="logs-kubernetes.audit_logs-* (Kubernetes integration)",
@@ -65,7 +66,7 @@ TARGETS: tuple[Target, ...] = (
     Target(
         name="elastic-eql",
         backend="eql",
-        pipeline="elastic_kubernetes.yml",
+        pipelines=("elastic_kubernetes.yml",),
         extension="eql",
         platform="Elastic Security (EQL rule / Timeline)",
         data_source="logs-kubernetes.audit_logs-* (Kubernetes integration)",
@@ -74,7 +75,7 @@ TARGETS: tuple[Target, ...] = (
     Target(
         name="elastic-esql",
         backend="esql",
-        pipeline="elastic_kubernetes.yml",
+        pipelines=("elastic_kubernetes.yml",),
         extension="esql",
         platform="Elastic (ES|QL)",
         data_source="logs-kubernetes.audit_logs-* (Kubernetes integration)",
@@ -83,16 +84,34 @@ TARGETS: tuple[Target, ...] = (
     Target(
         name="splunk",
         backend="splunk",
-        pipeline="splunk_kubernetes_audit.yml",
+        pipelines=("splunk_kubernetes_audit.yml",),
         extension="spl",
         platform="Splunk (SPL search)",
         data_source="raw JSON audit events behind the `kube_audit` macro",
         verified_by="expected string only (no SPL engine here)",
     ),
     Target(
+        name="sentinel-aksaudit",
+        backend="kusto",
+        pipelines=("microsoft_sentinel_aksaudit.yml",),
+        extension="kql",
+        platform="Microsoft Sentinel / Azure Monitor Logs (KQL)",
+        data_source="table AKSAudit (AKS resource-specific diagnostics)",
+        verified_by="duckdb-kql (KQL on DuckDB)",
+    ),
+    Target(
+        name="sentinel-aksauditadmin",
+        backend="kusto",
+        pipelines=("microsoft_sentinel_aksaudit.yml", "microsoft_sentinel_table_aksauditadmin.yml"),
+        extension="kql",
+        platform="Microsoft Sentinel / Azure Monitor Logs (KQL)",
+        data_source="table AKSAuditAdmin (AKS audit without get/list)",
+        verified_by="duckdb-kql (KQL on DuckDB)",
+    ),
+    Target(
         name="duckdb",
         backend="sqlite",
-        pipeline="duckdb_kubernetes_audit.yml",
+        pipelines=("duckdb_kubernetes_audit.yml",),
         extension="sql",
         platform="DuckDB / SQL data lake; `convert.py replay`",
         data_source="view k8s_audit: one column per audit Event path",
@@ -185,11 +204,14 @@ def convert_target(target: Target, collection: SigmaCollection) -> dict[str, str
     from sigma.exceptions import SigmaError, SigmaTransformationError
     from sigma.processing.pipeline import ProcessingPipeline
 
-    pipeline_path = PIPELINES_DIR / target.pipeline
-    try:
-        pipeline = ProcessingPipeline.from_yaml(pipeline_path.read_text(encoding="utf-8"))
-    except (OSError, SigmaError, ValueError) as error:
-        raise UserError(f"{_rel(pipeline_path)}: {error}; fix the pipeline YAML") from error
+    pipeline = ProcessingPipeline()
+    for name in target.pipelines:
+        path = PIPELINES_DIR / name
+        try:
+            pipeline += ProcessingPipeline.from_yaml(path.read_text(encoding="utf-8"))
+        except (OSError, SigmaError, ValueError) as error:
+            raise UserError(f"{_rel(path)}: {error}; fix the pipeline YAML") from error
+    pipelines = " + ".join(f"pipelines/{name}" for name in target.pipelines)
     backend = _backend_class(target.backend)(processing_pipeline=pipeline)
     queries: dict[str, str] = {}
     for rule in sigma_rules(collection):
@@ -204,7 +226,7 @@ def convert_target(target: Target, collection: SigmaCollection) -> dict[str, str
             )
             raise UserError(
                 f"{_rel(rule.source.path)}: target {target.name} "
-                f"(pipeline {_rel(pipeline_path)}): {error}; {hint}"
+                f"(pipeline {pipelines}): {error}; {hint}"
             ) from error
         queries[rule_stem(rule)] = "\n".join(str(query) for query in converted)
     return queries

@@ -36,7 +36,8 @@ def main() -> None:
     for _ in range(args.rounds):
         ours.append(timed([sys.executable, "convert.py", "--stdout"]))
         for t in TARGETS:
-            command = [sigma, "convert", "-t", t.backend, "-p", f"pipelines/{t.pipeline}", RULE]
+            pipelines = [arg for name in t.pipelines for arg in ("-p", f"pipelines/{name}")]
+            command = [sigma, "convert", "-t", t.backend, *pipelines, RULE]
             theirs[t.name].append(timed(command))
     mine = statistics.median(ours)
     print(f"convert.py, all {len(TARGETS)} targets: {mine:.3f} s (median of {args.rounds})")

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from shapes import elastic_kubernetes
+from shapes import AKS_AUDIT_DYNAMICS, AKS_AUDIT_STRINGS, aks_audit_row, elastic_kubernetes
 
 
 def run_eql(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path) -> set[str]:
@@ -99,10 +99,40 @@ def run_lucene(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Pat
     return set(result.stdout.splitlines())
 
 
+def run_kql(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path) -> set[str]:
+    """duckdb-kql: the KQL translated to DuckDB SQL and run over AKSAudit-shaped rows (the
+    table name is the query's first line, AKSAudit or AKSAuditAdmin)."""
+    import duckdb_kql
+
+    table = query.splitlines()[0].strip()
+    columns = [f'"{c}" VARCHAR' for c in AKS_AUDIT_STRINGS] + [
+        f'"{c}" JSON' for c in AKS_AUDIT_DYNAMICS
+    ]
+    connection = duckdb_kql.connect()
+    connection.execute(f'CREATE TABLE "{table}" ({", ".join(columns)})')
+    rows = [aks_audit_row(event) for event in events]
+    names = [*AKS_AUDIT_STRINGS, *AKS_AUDIT_DYNAMICS]
+    connection.executemany(
+        f'INSERT INTO "{table}" VALUES ({", ".join("?" for _ in names)})',
+        [
+            [row[n] if n in AKS_AUDIT_STRINGS else _json_or_null(row[n]) for n in names]
+            for row in rows
+        ],
+    )
+    result = duckdb_kql.kql(connection, f"{query}\n| project AuditId")
+    return {audit_id for (audit_id,) in result.fetchall()}
+
+
+def _json_or_null(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
 # engine name -> (convert.py target it executes, runner)
 Runner = Callable[[str, Any, Sequence[dict[str, Any]], Path], set[str]]
 ENGINES: dict[str, tuple[str, Runner]] = {
     "eql": ("elastic-eql", run_eql),
     "duckdb": ("duckdb", run_duckdb),
     "lucene": ("elastic-lucene", run_lucene),
+    "kql-aksaudit": ("sentinel-aksaudit", run_kql),
+    "kql-aksauditadmin": ("sentinel-aksauditadmin", run_kql),
 }

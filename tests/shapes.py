@@ -36,3 +36,31 @@ def elastic_kubernetes(event: dict[str, Any]) -> dict[str, Any]:
         doc["source"] = {"ip": audit["sourceIPs"]}
         doc["client"] = {"ip": audit["sourceIPs"]}
     return doc
+
+
+# AKSAudit columns (Azure Monitor table reference) and the audit Event member each holds.
+AKS_AUDIT_STRINGS = {
+    "Verb": "verb",
+    "Stage": "stage",
+    "Level": "level",
+    "AuditId": "auditID",
+    "RequestUri": "requestURI",
+    "UserAgent": "userAgent",
+}
+AKS_AUDIT_DYNAMICS = {
+    "ObjectRef": "objectRef",
+    "User": "user",
+    "SourceIps": "sourceIPs",
+    "ResponseStatus": "responseStatus",
+    "Annotations": "annotations",
+    "RequestObject": "requestObject",
+}
+
+
+def aks_audit_row(event: dict[str, Any]) -> dict[str, Any]:
+    """A row of Azure Monitor's AKSAudit (and AKSAuditAdmin) table: string columns hold the
+    Event's scalars, empty when absent (a KQL string is never null), dynamic columns its
+    objects and arrays, null when absent. The Event has no impersonation column there."""
+    row: dict[str, Any] = {col: event.get(key) or "" for col, key in AKS_AUDIT_STRINGS.items()}
+    row |= {col: event.get(key) for col, key in AKS_AUDIT_DYNAMICS.items()}
+    return row
