@@ -91,6 +91,15 @@ TARGETS: tuple[Target, ...] = (
         verified_by="expected string only (no SPL engine here)",
     ),
     Target(
+        name="opensearch",
+        backend="opensearch_lucene",
+        pipelines=("opensearch_kubernetes_audit.yml",),
+        extension="lucene",
+        platform="OpenSearch (Dashboards query, Lucene)",
+        data_source="raw audit JSON, dynamic mapping (.keyword sub-fields)",
+        verified_by="Apache Lucene QueryParser + MemoryIndex (query_string rules)",
+    ),
+    Target(
         name="sentinel-aksaudit",
         backend="kusto",
         pipelines=("microsoft_sentinel_aksaudit.yml",),

@@ -11,7 +11,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from shapes import AKS_AUDIT_DYNAMICS, AKS_AUDIT_STRINGS, aks_audit_row, elastic_kubernetes
+from shapes import (
+    AKS_AUDIT_DYNAMICS,
+    AKS_AUDIT_STRINGS,
+    aks_audit_row,
+    elastic_kubernetes,
+    opensearch_dynamic,
+)
 
 
 def run_eql(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path) -> set[str]:
@@ -41,6 +47,7 @@ def run_duckdb(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Pat
     return {json.loads(line)["auditID"] for line in out.getvalue().splitlines()}
 
 
+Runner = Callable[[str, Any, Sequence[dict[str, Any]], Path], set[str]]
 LUCENE_JARS = ("core", "queryparser", "memory", "analyzers-common")
 LUCENE_MAIN = Path(__file__).resolve().parent / "lucene" / "LuceneMatch.java"
 
@@ -73,18 +80,26 @@ def lucene_classpath() -> str:
     return ":".join(jars)
 
 
-def run_lucene(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path) -> set[str]:
-    """Apache Lucene's classic QueryParser and MemoryIndex, as Elasticsearch's query_string
-    runs a Lucene query over keyword fields (tests/lucene/LuceneMatch.java), over documents
-    shaped as Elastic's Kubernetes integration indexes them."""
+def lucene_runner(shape: Callable[[dict[str, Any]], dict[str, Any]]) -> Runner:
+    """A runner for Lucene query strings over documents in the given platform shape."""
+
+    def run(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path) -> set[str]:
+        return run_lucene(query, [(event["auditID"], shape(event)) for event in events], tmp)
+
+    return run
+
+
+def run_lucene(query: str, docs: Sequence[tuple[str, dict[str, Any]]], tmp: Path) -> set[str]:
+    """Apache Lucene's classic QueryParser and MemoryIndex, as Elasticsearch's and OpenSearch's
+    query_string runs a Lucene query over keyword fields (tests/lucene/LuceneMatch.java)."""
 
     def escape(text: str) -> str:
         return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
 
     lines = []
-    for event in events:
-        pairs = keyword_fields(elastic_kubernetes(event))
-        cells = [event["auditID"], *(cell for pair in pairs for cell in pair)]
+    for doc_id, doc in docs:
+        pairs = keyword_fields(doc)
+        cells = [doc_id, *(cell for pair in pairs for cell in pair)]
         lines.append("\t".join(escape(cell) for cell in cells))
     query_file = tmp / "query.lucene"
     query_file.write_text(query, encoding="utf-8")
@@ -128,11 +143,11 @@ def _json_or_null(value: Any) -> str | None:
 
 
 # engine name -> (convert.py target it executes, runner)
-Runner = Callable[[str, Any, Sequence[dict[str, Any]], Path], set[str]]
 ENGINES: dict[str, tuple[str, Runner]] = {
     "eql": ("elastic-eql", run_eql),
     "duckdb": ("duckdb", run_duckdb),
-    "lucene": ("elastic-lucene", run_lucene),
+    "lucene": ("elastic-lucene", lucene_runner(elastic_kubernetes)),
+    "opensearch-lucene": ("opensearch", lucene_runner(opensearch_dynamic)),
     "kql-aksaudit": ("sentinel-aksaudit", run_kql),
     "kql-aksauditadmin": ("sentinel-aksauditadmin", run_kql),
 }

@@ -38,6 +38,27 @@ def elastic_kubernetes(event: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def opensearch_dynamic(event: dict[str, Any]) -> dict[str, Any]:
+    """A document as OpenSearch's dynamic mapping indexes a raw audit Event shipped as JSON:
+    every string also as an exact `<path>.keyword` sub-field (numbers and booleans stay as
+    they are); keys with dots, like the annotations', become object paths."""
+
+    def with_keywords(value: Any) -> Any:
+        if isinstance(value, dict):
+            out: dict[str, Any] = {}
+            for key, item in value.items():
+                out[key] = with_keywords(item)
+                strings = item if isinstance(item, list) else [item]
+                if strings and all(isinstance(x, str) for x in strings):
+                    out[f"{key}.keyword"] = item
+            return out
+        if isinstance(value, list):
+            return [with_keywords(item) for item in value]
+        return value
+
+    return with_keywords(copy.deepcopy(event))
+
+
 # AKSAudit columns (Azure Monitor table reference) and the audit Event member each holds.
 AKS_AUDIT_STRINGS = {
     "Verb": "verb",
