@@ -118,6 +118,15 @@ TARGETS: tuple[Target, ...] = (
         verified_by="duckdb-kql (KQL on DuckDB)",
     ),
     Target(
+        name="loki",
+        backend="loki",
+        pipelines=("grafana_loki_kubernetes_audit.yml",),
+        extension="logql",
+        platform="Grafana Loki (LogQL, Explore or an alerting rule)",
+        data_source='JSON lines in the stream {job="kubernetes-audit"}',
+        verified_by="Grafana's LogQL grammar (parses) + reviewed expected string",
+    ),
+    Target(
         name="duckdb",
         backend="sqlite",
         pipelines=("duckdb_kubernetes_audit.yml",),
@@ -213,6 +222,7 @@ def convert_target(target: Target, collection: SigmaCollection) -> dict[str, str
     from sigma.exceptions import SigmaError, SigmaTransformationError
     from sigma.processing.pipeline import ProcessingPipeline
 
+    backend_class = _backend_class(target.backend)  # imports plugins' YAML transformation types
     pipeline = ProcessingPipeline()
     for name in target.pipelines:
         path = PIPELINES_DIR / name
@@ -221,7 +231,7 @@ def convert_target(target: Target, collection: SigmaCollection) -> dict[str, str
         except (OSError, SigmaError, ValueError) as error:
             raise UserError(f"{_rel(path)}: {error}; fix the pipeline YAML") from error
     pipelines = " + ".join(f"pipelines/{name}" for name in target.pipelines)
-    backend = _backend_class(target.backend)(processing_pipeline=pipeline)
+    backend = backend_class(processing_pipeline=pipeline)
     queries: dict[str, str] = {}
     for rule in sigma_rules(collection):
         try:
@@ -245,9 +255,8 @@ def convert_target(target: Target, collection: SigmaCollection) -> dict[str, str
 def _installed_backends() -> dict[str, type[Backend]]:
     from sigma.plugins import InstalledSigmaPlugins
 
-    return InstalledSigmaPlugins.autodiscover(
-        include_pipelines=False, include_validators=False
-    ).backends
+    # pipelines too: plugins such as Loki's register YAML transformation types on import
+    return InstalledSigmaPlugins.autodiscover(include_validators=False).backends
 
 
 def _backend_class(identifier: str) -> type[Backend]:

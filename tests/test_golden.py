@@ -5,6 +5,10 @@ Review notes (what a SOC engineer checked in each):
 - Splunk: starts from the site's `kube_audit` macro, ends in the rule's `_filter` macro. SPL
   evaluates OR before the implicit AND, so `stage IN (...) OR NOT stage=*` is one clause:
   the final stage, or no stage recorded. `IN` with `*` is a wildcard match, case-insensitive.
+- Loki: LogQL also parses with Grafana's grammar (test_logql.py). `| json` flattens with "_";
+  `=~`/`!~` with `(?i)` are case-insensitive regular expressions anchored with ^$; a missing
+  stage label is `stage=```; the exclusions are `!~`, so a missing user name alerts. The
+  stream selector {job="kubernetes-audit"} is the one site-specific part.
 - ES|QL: the Kubernetes integration's data stream in FROM; `==` and starts_with are exact
   and case sensitive, as Kubernetes user names are. A missing user.username makes the NOT
   null (no alert); a real audit Event always has one.
@@ -15,6 +19,17 @@ from __future__ import annotations
 import pytest
 
 EXPECTED = {
+    "loki": (
+        '{job="kubernetes-audit"} | json | verb=~`(?i)^create$` '
+        "and objectRef_resource=~`(?i)^serviceaccounts$` "
+        "and objectRef_subresource=~`(?i)^token$` "
+        "and (stage=~`(?i)^ResponseComplete$` or stage=~`(?i)^Panic$` or stage=``) "
+        "and user_username!~`(?i)^system:node:.*` "
+        "and user_username!~`(?i)^system:kube\\-controller\\-manager$` "
+        '| line_format "{{.user_username}} {{.impersonatedUser_username}} {{.userAgent}} '
+        "{{.objectRef_namespace}} {{.objectRef_name}} {{.responseStatus_code}} "
+        '{{.annotations_authorization_k8s_io_decision}}"'
+    ),
     "splunk": (
         '`kube_audit` verb="create" objectRef.resource="serviceaccounts" '
         'objectRef.subresource="token" stage IN ("ResponseComplete", "Panic") OR NOT stage=* '
