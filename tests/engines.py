@@ -15,25 +15,40 @@ from shapes import (
     AKS_AUDIT_DYNAMICS,
     AKS_AUDIT_STRINGS,
     aks_audit_row,
+    elastic_gcp_audit,
     elastic_kubernetes,
+    gke_cloud_audit_log,
     opensearch_dynamic,
 )
 
+Runner = Callable[[str, Any, Sequence[dict[str, Any]], Path], set[str]]
+Shape = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 
-def run_eql(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path) -> set[str]:
-    """Elastic's own EQL engine, with Elasticsearch's syntax, over Kubernetes-integration docs."""
-    import eql
-    from eql.parser import elasticsearch_syntax, ignore_missing_functions
 
-    with elasticsearch_syntax, ignore_missing_functions:
-        parsed = eql.parse_query(query)
-    hits: list[Any] = []
-    engine = eql.PythonEngine()
-    engine.add_output_hook(hits.append)
-    engine.add_query(parsed)
-    docs = [elastic_kubernetes(event) for event in events]
-    engine.stream_events([eql.Event("any", n, doc) for n, doc in enumerate(docs)])
-    return {e.data["kubernetes"]["audit"]["auditID"] for hit in hits for e in hit.events}
+def shaped(events: Sequence[dict[str, Any]], shape: Shape) -> list[tuple[str, dict[str, Any]]]:
+    """(case id, document) for each event the platform records (a shape may drop one)."""
+    docs = [(event["auditID"], shape(event)) for event in events]
+    return [(case, doc) for case, doc in docs if doc is not None]
+
+
+def eql_runner(shape: Shape) -> Runner:
+    """Elastic's own EQL engine, with Elasticsearch's syntax, over documents in this shape."""
+
+    def run(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path) -> set[str]:
+        import eql
+        from eql.parser import elasticsearch_syntax, ignore_missing_functions
+
+        with elasticsearch_syntax, ignore_missing_functions:
+            parsed = eql.parse_query(query)
+        hits: list[Any] = []
+        engine = eql.PythonEngine()
+        engine.add_output_hook(hits.append)
+        engine.add_query(parsed)
+        docs = [doc | {"_case_id": case} for case, doc in shaped(events, shape)]
+        engine.stream_events([eql.Event("any", n, doc) for n, doc in enumerate(docs)])
+        return {e.data["_case_id"] for hit in hits for e in hit.events}
+
+    return run
 
 
 def run_duckdb(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path) -> set[str]:
@@ -47,7 +62,12 @@ def run_duckdb(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Pat
     return {json.loads(line)["auditID"] for line in out.getvalue().splitlines()}
 
 
-Runner = Callable[[str, Any, Sequence[dict[str, Any]], Path], set[str]]
+def gke_elastic(event: dict[str, Any]) -> dict[str, Any] | None:
+    """GKE's Cloud Audit Log record of the event, as Elastic's GCP integration indexes it."""
+    record = gke_cloud_audit_log(event)
+    return None if record is None else elastic_gcp_audit(record)
+
+
 LUCENE_JARS = ("core", "queryparser", "memory", "analyzers-common")
 LUCENE_MAIN = Path(__file__).resolve().parent / "lucene" / "LuceneMatch.java"
 
@@ -80,11 +100,11 @@ def lucene_classpath() -> str:
     return ":".join(jars)
 
 
-def lucene_runner(shape: Callable[[dict[str, Any]], dict[str, Any]]) -> Runner:
+def lucene_runner(shape: Shape) -> Runner:
     """A runner for Lucene query strings over documents in the given platform shape."""
 
     def run(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path) -> set[str]:
-        return run_lucene(query, [(event["auditID"], shape(event)) for event in events], tmp)
+        return run_lucene(query, shaped(events, shape), tmp)
 
     return run
 
@@ -144,10 +164,12 @@ def _json_or_null(value: Any) -> str | None:
 
 # engine name -> (convert.py target it executes, runner)
 ENGINES: dict[str, tuple[str, Runner]] = {
-    "eql": ("elastic-eql", run_eql),
+    "eql": ("elastic-eql", eql_runner(elastic_kubernetes)),
     "duckdb": ("duckdb", run_duckdb),
     "lucene": ("elastic-lucene", lucene_runner(elastic_kubernetes)),
     "opensearch-lucene": ("opensearch", lucene_runner(opensearch_dynamic)),
+    "gke-eql": ("elastic-gke-eql", eql_runner(gke_elastic)),
+    "gke-lucene": ("elastic-gke-lucene", lucene_runner(gke_elastic)),
     "kql-aksaudit": ("sentinel-aksaudit", run_kql),
     "kql-aksauditadmin": ("sentinel-aksauditadmin", run_kql),
 }

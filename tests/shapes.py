@@ -85,3 +85,94 @@ def aks_audit_row(event: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {col: event.get(key) or "" for col, key in AKS_AUDIT_STRINGS.items()}
     row |= {col: event.get(key) for col, key in AKS_AUDIT_DYNAMICS.items()}
     return row
+
+
+# HTTP status -> gRPC code as Cloud Audit Logs record it (google.rpc.Code).
+GRPC_CODES = {200: 0, 201: 0, 400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 409: 6, 500: 13}
+
+
+def gke_method_name(event: dict[str, Any]) -> str:
+    """GKE's protoPayload.methodName: io.k8s.<group>.<version>.<resource>[.<sub>].<verb>,
+    the group as its first DNS label, "core" for the core group."""
+    ref = event.get("objectRef") or {}
+    group = (ref.get("apiGroup") or "core").split(".")[0]
+    parts = ["io.k8s", group, ref.get("apiVersion") or "v1", ref.get("resource")]
+    parts += [ref.get("subresource"), event.get("verb")]
+    return ".".join(part for part in parts if part)
+
+
+def gke_resource_name(event: dict[str, Any]) -> str | None:
+    """GKE's protoPayload.resourceName: <group|core>/<version>[/namespaces/<ns>]/<resource>
+    [/<name>[/<subresource>]]."""
+    ref = event.get("objectRef") or {}
+    if not ref.get("resource"):
+        return None
+    parts = [ref.get("apiGroup") or "core", ref.get("apiVersion") or "v1"]
+    if ref.get("namespace"):
+        parts += ["namespaces", ref["namespace"]]
+    parts += [ref["resource"], ref.get("name"), ref.get("subresource")]
+    return "/".join(part for part in parts if part)
+
+
+def gke_cloud_audit_log(event: dict[str, Any]) -> dict[str, Any] | None:
+    """The Cloud Audit Log record GKE writes for a request: one per request (no stages, so
+    None for the earlier stages of a request), verb and resource in the method name, the
+    caller in authenticationInfo, the HTTP status as a gRPC code, annotations as labels.
+    tests/test_shapes.py checks these against the real GKE records in the corpus."""
+    if event.get("stage") in ("RequestReceived", "ResponseStarted"):
+        return None
+    user = event.get("user") or {}
+    status = (event.get("responseStatus") or {}).get("code")
+    payload: dict[str, Any] = {
+        "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+        "serviceName": "k8s.io",
+        "methodName": gke_method_name(event),
+        "authenticationInfo": {"principalEmail": user["username"]} if "username" in user else {},
+        "requestMetadata": {
+            k: v
+            for k, v in (
+                ("callerIp", (event.get("sourceIPs") or [None])[0]),
+                ("callerSuppliedUserAgent", event.get("userAgent")),
+            )
+            if v
+        },
+    }
+    if gke_resource_name(event):
+        payload["resourceName"] = gke_resource_name(event)
+    if status is not None:
+        payload["status"] = {"code": GRPC_CODES.get(status, 2)}
+    record = {
+        "insertId": event.get("auditID"),
+        "protoPayload": payload,
+        "resource": {"type": "k8s_cluster"},
+    }
+    if event.get("annotations"):
+        record["labels"] = dict(event["annotations"])
+    return record
+
+
+def elastic_gcp_audit(record: dict[str, Any]) -> dict[str, Any]:
+    """A Cloud Audit Log record as Elastic's GCP integration indexes it (logs-gcp.audit-*,
+    packages/gcp/data_stream/audit): event.action = methodName, client.user.email and
+    user.email = principalEmail, source.ip = callerIp, user_agent.original, service.name,
+    gcp.audit.resource_name and gcp.audit.status.code, event.outcome from the status."""
+    payload = record["protoPayload"]
+    principal = payload.get("authenticationInfo", {}).get("principalEmail")
+    metadata = payload.get("requestMetadata", {})
+    code = payload.get("status", {}).get("code")
+    doc: dict[str, Any] = {
+        "event": {"action": payload["methodName"], "id": record.get("insertId")},
+        "service": {"name": payload["serviceName"]},
+        "gcp": {"audit": {"resource_name": payload.get("resourceName")}},
+    }
+    if code is not None:
+        doc["gcp"]["audit"]["status"] = {"code": code}
+        doc["event"]["outcome"] = "success" if code == 0 else "failure"
+    if principal:
+        doc["client"] = {"user": {"email": principal}}
+        doc["user"] = {"email": principal}
+    if metadata.get("callerIp"):
+        doc["source"] = {"ip": metadata["callerIp"]}
+    if metadata.get("callerSuppliedUserAgent"):
+        doc["user_agent"] = {"original": metadata["callerSuppliedUserAgent"]}
+    return doc

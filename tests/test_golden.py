@@ -9,6 +9,8 @@ Review notes (what a SOC engineer checked in each):
   `=~`/`!~` with `(?i)` are case-insensitive regular expressions anchored with ^$; a missing
   stage label is `stage=```; the exclusions are `!~`, so a missing user name alerts. The
   stream selector {job="kubernetes-audit"} is the one site-specific part.
+- ES|QL on GKE records (GCP integration): the rule's verb, resource and subresource are one
+  exact event.action (the method name), not three searches; no stage test (GKE has none).
 - ES|QL: the Kubernetes integration's data stream in FROM; `==` and starts_with are exact
   and case sensitive, as Kubernetes user names are. A missing user.username makes the NOT
   null (no alert); a real audit Event always has one.
@@ -19,6 +21,12 @@ from __future__ import annotations
 import pytest
 
 EXPECTED = {
+    "elastic-gke-esql": (
+        "from logs-gcp.audit-* metadata _id, _index, _version "
+        '| where event.action=="io.k8s.core.v1.serviceaccounts.token.create" '
+        'and not (starts_with(client.user.email, "system:node:") '
+        'or client.user.email=="system:kube-controller-manager")'
+    ),
     "loki": (
         '{job="kubernetes-audit"} | json | verb=~`(?i)^create$` '
         "and objectRef_resource=~`(?i)^serviceaccounts$` "
