@@ -109,6 +109,15 @@ TARGETS: tuple[Target, ...] = (
         verified_by="expected string only (no ES|QL engine here)",
     ),
     Target(
+        name="elastic-aks-lucene",
+        backend="lucene",
+        pipelines=("elastic_azure_aks_audit.yml",),
+        extension="lucene",
+        platform="Elastic (Kibana query, Lucene), AKS",
+        data_source="logs-azure.platformlogs-* (Azure integration, kube-audit records)",
+        verified_by="Apache Lucene QueryParser + MemoryIndex (query_string rules)",
+    ),
+    Target(
         name="splunk",
         backend="splunk",
         pipelines=("splunk_kubernetes_audit.yml",),

@@ -15,6 +15,8 @@ from shapes import (
     AKS_AUDIT_DYNAMICS,
     AKS_AUDIT_STRINGS,
     aks_audit_row,
+    aks_diagnostic_record,
+    elastic_azure_platformlogs,
     elastic_gcp_audit,
     elastic_kubernetes,
     gke_cloud_audit_log,
@@ -66,6 +68,11 @@ def gke_elastic(event: dict[str, Any]) -> dict[str, Any] | None:
     """GKE's Cloud Audit Log record of the event, as Elastic's GCP integration indexes it."""
     record = gke_cloud_audit_log(event)
     return None if record is None else elastic_gcp_audit(record)
+
+
+def aks_elastic(event: dict[str, Any]) -> dict[str, Any]:
+    """AKS's diagnostic record of the event, as Elastic's Azure integration indexes it."""
+    return elastic_azure_platformlogs(aks_diagnostic_record(event))
 
 
 LUCENE_JARS = ("core", "queryparser", "memory", "analyzers-common")
@@ -170,6 +177,7 @@ ENGINES: dict[str, tuple[str, Runner]] = {
     "opensearch-lucene": ("opensearch", lucene_runner(opensearch_dynamic)),
     "gke-eql": ("elastic-gke-eql", eql_runner(gke_elastic)),
     "gke-lucene": ("elastic-gke-lucene", lucene_runner(gke_elastic)),
+    "aks-lucene": ("elastic-aks-lucene", lucene_runner(aks_elastic)),
     "kql-aksaudit": ("sentinel-aksaudit", run_kql),
     "kql-aksauditadmin": ("sentinel-aksauditadmin", run_kql),
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 
@@ -176,3 +177,42 @@ def elastic_gcp_audit(record: dict[str, Any]) -> dict[str, Any]:
     if metadata.get("callerSuppliedUserAgent"):
         doc["user_agent"] = {"original": metadata["callerSuppliedUserAgent"]}
     return doc
+
+
+AKS_OPERATION = "Microsoft.ContainerService/managedClusters/diagnosticLogs/Read"
+
+
+def aks_diagnostic_record(event: dict[str, Any]) -> dict[str, Any]:
+    """The Azure diagnostic record AKS writes for an audit Event (category kube-audit, the
+    Event as a JSON string in properties.log), as Event Hubs and storage exports carry it.
+    tests/test_shapes.py checks it against the real AKS records in the corpus."""
+    return {
+        "category": "kube-audit",
+        "operationName": AKS_OPERATION,
+        "properties": {
+            "log": json.dumps(event),
+            "pod": "kube-apiserver-5d8f7c9b6-abcde",
+            "stream": "stdout",
+        },
+        "resourceId": "/SUBSCRIPTIONS/00000000-0000-0000-0000-000000000000/RESOURCEGROUPS/RG"
+        "/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/AKS",
+        "time": event.get("stageTimestamp") or event.get("requestReceivedTimestamp"),
+    }
+
+
+def elastic_azure_platformlogs(record: dict[str, Any]) -> dict[str, Any]:
+    """An Azure diagnostic record as Elastic's Azure integration indexes it
+    (logs-azure.platformlogs-*, packages/azure/data_stream/platformlogs): category and
+    operation name under azure.platformlogs, properties.log parsed from its JSON string into
+    the flattened field azure.platformlogs.properties."""
+    properties = dict(record["properties"])
+    properties["log"] = json.loads(properties["log"])
+    return {
+        "azure": {
+            "platformlogs": {
+                "category": record["category"],
+                "operation_name": record["operationName"],
+                "properties": properties,
+            }
+        }
+    }
