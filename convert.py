@@ -138,7 +138,7 @@ TARGETS: tuple[Target, ...] = (
     Target(
         name="sentinel-aksaudit",
         backend="kusto",
-        pipelines=("microsoft_sentinel_aksaudit.yml",),
+        pipelines=("microsoft_sentinel_aksaudit.yml", "kusto_backend_fixes.yml"),
         extension="kql",
         platform="Microsoft Sentinel / Azure Monitor Logs (KQL)",
         data_source="table AKSAudit (AKS resource-specific diagnostics)",
@@ -147,10 +147,23 @@ TARGETS: tuple[Target, ...] = (
     Target(
         name="sentinel-aksauditadmin",
         backend="kusto",
-        pipelines=("microsoft_sentinel_aksaudit.yml", "microsoft_sentinel_table_aksauditadmin.yml"),
+        pipelines=(
+            "microsoft_sentinel_aksaudit.yml",
+            "microsoft_sentinel_table_aksauditadmin.yml",
+            "kusto_backend_fixes.yml",
+        ),
         extension="kql",
         platform="Microsoft Sentinel / Azure Monitor Logs (KQL)",
         data_source="table AKSAuditAdmin (AKS audit without get/list)",
+        verified_by="duckdb-kql (KQL on DuckDB)",
+    ),
+    Target(
+        name="sentinel-azurediagnostics",
+        backend="kusto",
+        pipelines=("microsoft_sentinel_azurediagnostics.yml", "kusto_backend_fixes.yml"),
+        extension="kql",
+        platform="Microsoft Sentinel / Azure Monitor Logs (KQL)",
+        data_source="table AzureDiagnostics, Category kube-audit, Event in log_s (legacy)",
         verified_by="duckdb-kql (KQL on DuckDB)",
     ),
     Target(

@@ -144,25 +144,39 @@ def run_lucene(query: str, docs: Sequence[tuple[str, dict[str, Any]]], tmp: Path
 def run_kql(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path) -> set[str]:
     """duckdb-kql: the KQL translated to DuckDB SQL and run over AKSAudit-shaped rows (the
     table name is the query's first line, AKSAudit or AKSAuditAdmin)."""
+    names = [*AKS_AUDIT_STRINGS, *AKS_AUDIT_DYNAMICS]
+    types = ["VARCHAR"] * len(AKS_AUDIT_STRINGS) + ["JSON"] * len(AKS_AUDIT_DYNAMICS)
+    rows = [
+        [row[n] if n in AKS_AUDIT_STRINGS else _json_or_null(row[n]) for n in names]
+        for row in (aks_audit_row(event) for event in events)
+    ]
+    table = query.splitlines()[0].strip()
+    return _kql_hits(query, "tostring(AuditId)", table, list(zip(names, types, strict=True)), rows)
+
+
+def run_kql_azurediagnostics(
+    query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path
+) -> set[str]:
+    """duckdb-kql over AzureDiagnostics rows: Category and the Event's JSON in log_s, as
+    AKS's diagnostic records land there in the legacy (Azure diagnostics) mode."""
+    records = [aks_diagnostic_record(event) for event in events]
+    rows = [[r["category"], r["properties"]["log"]] for r in records]
+    columns = [("Category", "VARCHAR"), ("log_s", "VARCHAR")]
+    return _kql_hits(query, "tostring(event.auditID)", "AzureDiagnostics", columns, rows)
+
+
+def _kql_hits(
+    query: str, case_id: str, table: str, columns: list[tuple[str, str]], rows: list[list[Any]]
+) -> set[str]:
     import duckdb_kql
 
-    table = query.splitlines()[0].strip()
-    columns = [f'"{c}" VARCHAR' for c in AKS_AUDIT_STRINGS] + [
-        f'"{c}" JSON' for c in AKS_AUDIT_DYNAMICS
-    ]
     connection = duckdb_kql.connect()
-    connection.execute(f'CREATE TABLE "{table}" ({", ".join(columns)})')
-    rows = [aks_audit_row(event) for event in events]
-    names = [*AKS_AUDIT_STRINGS, *AKS_AUDIT_DYNAMICS]
-    connection.executemany(
-        f'INSERT INTO "{table}" VALUES ({", ".join("?" for _ in names)})',
-        [
-            [row[n] if n in AKS_AUDIT_STRINGS else _json_or_null(row[n]) for n in names]
-            for row in rows
-        ],
-    )
-    result = duckdb_kql.kql(connection, f"{query}\n| project AuditId")
-    return {audit_id for (audit_id,) in result.fetchall()}
+    definition = ", ".join(f'"{name}" {sql_type}' for name, sql_type in columns)
+    connection.execute(f'CREATE TABLE "{table}" ({definition})')
+    placeholders = ", ".join("?" for _ in columns)
+    connection.executemany(f'INSERT INTO "{table}" VALUES ({placeholders})', rows)
+    result = duckdb_kql.kql(connection, f"{query}\n| project case_id = {case_id}")
+    return {case for (case,) in result.fetchall()}
 
 
 def _json_or_null(value: Any) -> str | None:
@@ -180,4 +194,5 @@ ENGINES: dict[str, tuple[str, Runner]] = {
     "aks-lucene": ("elastic-aks-lucene", lucene_runner(aks_elastic)),
     "kql-aksaudit": ("sentinel-aksaudit", run_kql),
     "kql-aksauditadmin": ("sentinel-aksauditadmin", run_kql),
+    "kql-azurediagnostics": ("sentinel-azurediagnostics", run_kql_azurediagnostics),
 }
