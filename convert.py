@@ -176,6 +176,15 @@ TARGETS: tuple[Target, ...] = (
         verified_by="Grafana's LogQL grammar (parses) + reviewed expected string",
     ),
     Target(
+        name="spark-sql",
+        backend="databricks",
+        pipelines=("spark_kubernetes_audit.yml",),
+        extension="sql",
+        platform="Databricks / Spark SQL data lake",
+        data_source="table k8s_audit: raw audit JSON, nested (spark.read.json, Auto Loader)",
+        verified_by="local PySpark (Spark SQL)",
+    ),
+    Target(
         name="duckdb",
         backend="sqlite",
         pipelines=("duckdb_kubernetes_audit.yml",),

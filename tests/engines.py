@@ -183,6 +183,44 @@ def _json_or_null(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
 
 
+# The k8s_audit table a data lake declares over raw audit JSON: the Event's nested members.
+SPARK_AUDIT_SCHEMA = (
+    "kind STRING, apiVersion STRING, level STRING, auditID STRING, stage STRING, "
+    "requestURI STRING, verb STRING, userAgent STRING, sourceIPs ARRAY<STRING>, "
+    "user STRUCT<username: STRING, uid: STRING, groups: ARRAY<STRING>>, "
+    "impersonatedUser STRUCT<username: STRING, groups: ARRAY<STRING>>, "
+    "objectRef STRUCT<resource: STRING, subresource: STRING, namespace: STRING, name: STRING, "
+    "apiGroup: STRING, apiVersion: STRING>, "
+    "responseStatus STRUCT<code: BIGINT>, "
+    "requestObject STRUCT<spec: STRUCT<expirationSeconds: BIGINT, audiences: ARRAY<STRING>, "
+    "boundObjectRef: STRUCT<kind: STRING, name: STRING>>>, "
+    "annotations MAP<STRING, STRING>, requestReceivedTimestamp STRING, stageTimestamp STRING"
+)
+
+
+def run_spark(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path) -> set[str]:
+    """Local PySpark: the audit log read as JSON lines into the k8s_audit table, the Spark SQL
+    run on it."""
+    from pyspark.sql import SparkSession
+
+    log = tmp / "audit.jsonl"
+    log.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+    spark = (
+        SparkSession.builder.master("local[1]")
+        .appName("k8s-token-request-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.host", "127.0.0.1")
+        .getOrCreate()
+    )
+    try:
+        spark.read.schema(SPARK_AUDIT_SCHEMA).json(str(log)).createOrReplaceTempView("k8s_audit")
+        return {row.auditID for row in spark.sql(query).select("auditID").collect()}
+    finally:
+        spark.stop()
+
+
 # engine name -> (convert.py target it executes, runner)
 ENGINES: dict[str, tuple[str, Runner]] = {
     "eql": ("elastic-eql", eql_runner(elastic_kubernetes)),
@@ -194,5 +232,6 @@ ENGINES: dict[str, tuple[str, Runner]] = {
     "aks-lucene": ("elastic-aks-lucene", lucene_runner(aks_elastic)),
     "kql-aksaudit": ("sentinel-aksaudit", run_kql),
     "kql-aksauditadmin": ("sentinel-aksauditadmin", run_kql),
+    "spark": ("spark-sql", run_spark),
     "kql-azurediagnostics": ("sentinel-azurediagnostics", run_kql_azurediagnostics),
 }
