@@ -176,6 +176,15 @@ TARGETS: tuple[Target, ...] = (
         verified_by="Grafana's LogQL grammar (parses) + reviewed expected string",
     ),
     Target(
+        name="cloudwatch-eks",
+        backend="cloudwatch_insights",
+        pipelines=("aws_cloudwatch_eks_audit.yml",),
+        extension="insights",
+        platform="AWS CloudWatch Logs Insights (EKS)",
+        data_source="log group /aws/eks/<cluster>/cluster, streams kube-apiserver-audit-*",
+        verified_by="expected string only (no Logs Insights engine here)",
+    ),
+    Target(
         name="spark-sql",
         backend="databricks",
         pipelines=("spark_kubernetes_audit.yml",),
@@ -311,10 +320,17 @@ def convert_target(target: Target, collection: SigmaCollection) -> dict[str, str
 
 @functools.cache
 def _installed_backends() -> dict[str, type[Backend]]:
+    """pySigma's installed backend plugins, and this project's own (dac/)."""
     from sigma.plugins import InstalledSigmaPlugins
 
+    from dac.cloudwatch import CloudWatchLogsInsightsBackend
+
     # pipelines too: plugins such as Loki's register YAML transformation types on import
-    return InstalledSigmaPlugins.autodiscover(include_validators=False).backends
+    plugins = InstalledSigmaPlugins.autodiscover(include_validators=False)
+    return {
+        **plugins.backends,
+        CloudWatchLogsInsightsBackend.identifier: CloudWatchLogsInsightsBackend,
+    }
 
 
 def _backend_class(identifier: str) -> type[Backend]:

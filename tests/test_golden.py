@@ -11,6 +11,10 @@ Review notes (what a SOC engineer checked in each):
   stream selector {job="kubernetes-audit"} is the one site-specific part.
 - ES|QL on GKE records (GCP integration): the rule's verb, resource and subresource are one
   exact event.action (the method name), not three searches; no stage test (GKE has none).
+- CloudWatch Logs Insights (EKS, our own backend in dac/cloudwatch.py, its constructs pinned in
+  test_cloudwatch_backend.py): only the audit streams of the cluster's log group; anchored
+  regular expressions, (?i) as Sigma's plain strings are case-insensitive; `not ispresent()`
+  for a missing stage; `not` applies to the parenthesised exclusions.
 - ES|QL: the Kubernetes integration's data stream in FROM; `==` and starts_with are exact
   and case sensitive, as Kubernetes user names are. A missing user.username makes the NOT
   null (no alert); a real audit Event always has one.
@@ -21,6 +25,17 @@ from __future__ import annotations
 import pytest
 
 EXPECTED = {
+    "cloudwatch-eks": (
+        "fields @timestamp, @logStream, @message\n"
+        "| filter @logStream like /^kube-apiserver-audit/\n"
+        "| filter verb =~ /(?i)^create$/ and objectRef.resource =~ /(?i)^serviceaccounts$/ "
+        "and objectRef.subresource =~ /(?i)^token$/ "
+        "and (stage =~ /(?i)^ResponseComplete$/ or stage =~ /(?i)^Panic$/ "
+        "or not ispresent(stage)) "
+        "and not (user.username =~ /(?i)^system:node:/ "
+        "or user.username =~ /(?i)^system:kube-controller-manager$/)\n"
+        "| sort @timestamp desc"
+    ),
     "elastic-gke-esql": (
         "from logs-gcp.audit-* metadata _id, _index, _version "
         '| where event.action=="io.k8s.core.v1.serviceaccounts.token.create" '
