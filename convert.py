@@ -51,6 +51,7 @@ class Target:
     platform: str
     data_source: str
     verified_by: str
+    backend_options: tuple[tuple[str, str], ...] = ()  # as `sigma convert -O key=value`
 
 
 TARGETS: tuple[Target, ...] = (
@@ -176,6 +177,26 @@ TARGETS: tuple[Target, ...] = (
         verified_by="Grafana's LogQL grammar (parses) + reviewed expected string",
     ),
     Target(
+        name="logscale",
+        backend="log_scale",
+        pipelines=("crowdstrike_logscale_kubernetes_audit.yml",),
+        extension="logscale",
+        platform="CrowdStrike Falcon LogScale (search / alert)",
+        data_source="raw audit JSON behind the saved search $kube_audit()",
+        verified_by="expected string only (no LogScale engine here)",
+    ),
+    Target(
+        name="sumologic-cse",
+        backend="sumologic_cse",
+        pipelines=("sumologic_cse_kubernetes_audit.yml",),
+        extension="json",
+        platform="Sumo Logic Cloud SIEM (rule import JSON)",
+        data_source="records with metadata_vendor Kubernetes, product Audit; raw paths in fields",
+        verified_by="expected string only (no Cloud SIEM engine here)",
+        # no conversion time or git commit in the document: the output must be byte-stable
+        backend_options=(("include_conversion_metadata", "false"),),
+    ),
+    Target(
         name="cloudwatch-eks",
         backend="cloudwatch_insights",
         pipelines=("aws_cloudwatch_eks_audit.yml",),
@@ -298,7 +319,7 @@ def convert_target(target: Target, collection: SigmaCollection) -> dict[str, str
         except (OSError, SigmaError, ValueError) as error:
             raise UserError(f"{_rel(path)}: {error}; fix the pipeline YAML") from error
     pipelines = " + ".join(f"pipelines/{name}" for name in target.pipelines)
-    backend = backend_class(processing_pipeline=pipeline)
+    backend = backend_class(processing_pipeline=pipeline, **dict(target.backend_options))
     queries: dict[str, str] = {}
     for rule in sigma_rules(collection):
         try:
@@ -314,8 +335,19 @@ def convert_target(target: Target, collection: SigmaCollection) -> dict[str, str
                 f"{_rel(rule.source.path)}: target {target.name} "
                 f"(pipeline {pipelines}): {error}; {hint}"
             ) from error
-        queries[rule_stem(rule)] = "\n".join(str(query) for query in converted)
+        queries[rule_stem(rule)] = _as_text(backend.finalize(converted, backend.default_format))
     return queries
+
+
+def _as_text(output: object) -> str:
+    """A backend's finalized output as sigma-cli prints it: one query a line, or a document."""
+    if isinstance(output, list):
+        return "\n".join(str(query) for query in output)
+    if isinstance(output, str):
+        return output
+    import json
+
+    return json.dumps(output, indent=2)
 
 
 @functools.cache

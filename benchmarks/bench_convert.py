@@ -37,7 +37,8 @@ def main() -> None:
         ours.append(timed([sys.executable, "convert.py", "--stdout"]))
         for t in TARGETS:
             pipelines = [arg for name in t.pipelines for arg in ("-p", f"pipelines/{name}")]
-            command = [sigma, "convert", "-t", t.backend, *pipelines, RULE]
+            options = [arg for key, value in t.backend_options for arg in ("-O", f"{key}={value}")]
+            command = [sigma, "convert", "-t", t.backend, *pipelines, *options, RULE]
             theirs[t.name].append(timed(command))
     mine = statistics.median(ours)
     print(f"convert.py, all {len(TARGETS)} targets: {mine:.3f} s (median of {args.rounds})")

@@ -15,6 +15,11 @@ Review notes (what a SOC engineer checked in each):
   test_cloudwatch_backend.py): only the audit streams of the cluster's log group; anchored
   regular expressions, (?i) as Sigma's plain strings are case-insensitive; `not ispresent()`
   for a missing stage; `not` applies to the parenthesised exclusions.
+- LogScale: the saved search $kube_audit() is the site's repository and type; regexes /^..$/i
+  (case-insensitive); `stage!=*` finds events without a stage; LogScale binds `or` tighter
+  than the implicit `and`, as the CrowdStrike backend encodes, so the stage clause is one group.
+- Sumo Logic Cloud SIEM: the rule document's expression reads every raw path from fields[...];
+  the backend's isEmpty(stage) is rewritten to isEmpty(fields['stage']) by the pipeline.
 - ES|QL: the Kubernetes integration's data stream in FROM; `==` and starts_with are exact
   and case sensitive, as Kubernetes user names are. A missing user.username makes the NOT
   null (no alert); a real audit Event always has one.
@@ -22,9 +27,17 @@ Review notes (what a SOC engineer checked in each):
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 EXPECTED = {
+    "logscale": (
+        "$kube_audit() | verb=/^create$/i objectRef.resource=/^serviceaccounts$/i "
+        "objectRef.subresource=/^token$/i stage=/^ResponseComplete$/i or stage=/^Panic$/i "
+        "or stage!=* not (user.username=/^system:node:/i "
+        "or user.username=/^system:kube-controller-manager$/i)"
+    ),
     "cloudwatch-eks": (
         "fields @timestamp, @logStream, @message\n"
         "| filter @logStream like /^kube-apiserver-audit/\n"
@@ -78,3 +91,19 @@ EXPECTED = {
 @pytest.mark.parametrize("target", EXPECTED)
 def test_golden(target: str, query_for) -> None:
     assert query_for(target) == EXPECTED[target]
+
+
+def test_sumologic_cse_rule_document(query_for, token_rule) -> None:
+    """A rule import document that Cloud SIEM reads: valid JSON, one rule, the rule's name
+    and ATT&CK tags, and the reviewed expression."""
+    (rule,) = json.loads(query_for("sumologic-cse"))["rules"]
+    assert rule["name"] == token_rule.title
+    assert "_mitreAttackTechnique:T1528" in rule["tags"]
+    assert rule["expression"] == (
+        'metadata_vendor="Kubernetes" AND metadata_product="Audit" '
+        "AND fields['verb']=\"create\" AND fields['objectRef.resource']=\"serviceaccounts\" "
+        "AND fields['objectRef.subresource']=\"token\" "
+        "AND (fields['stage'] in (\"ResponseComplete\", \"Panic\") OR isEmpty(fields['stage'])) "
+        "AND !(fields['user.username'] matches /system:node:.*/ "
+        "OR fields['user.username']=\"system:kube-controller-manager\")"
+    )

@@ -24,8 +24,9 @@ SIGMA_CLI_TARGETS = [t for t in TARGETS if t.backend != CloudWatchLogsInsightsBa
 @pytest.mark.parametrize("target", SIGMA_CLI_TARGETS, ids=[t.name for t in SIGMA_CLI_TARGETS])
 def test_sigma_cli_gives_the_same_query(target, query_for) -> None:
     pipelines = [arg for name in target.pipelines for arg in ("-p", f"pipelines/{name}")]
+    options = [arg for key, value in target.backend_options for arg in ("-O", f"{key}={value}")]
     result = subprocess.run(
-        [str(SIGMA_CLI), "convert", "-t", target.backend, *pipelines, RULE],
+        [str(SIGMA_CLI), "convert", "-t", target.backend, *pipelines, *options, RULE],
         cwd=ROOT,
         capture_output=True,
         text=True,
