@@ -31,11 +31,14 @@ def main() -> None:
     args = parser.parse_args()
     sigma = str(Path(sys.executable).with_name("sigma"))
     from convert import TARGETS
+    from dac.cloudwatch import CloudWatchLogsInsightsBackend
 
-    ours, theirs = [], {t.name: [] for t in TARGETS}
+    # sigma-cli knows only pySigma's plugins, not this project's own CloudWatch backend
+    cli_targets = [t for t in TARGETS if t.backend != CloudWatchLogsInsightsBackend.identifier]
+    ours, theirs = [], {t.name: [] for t in cli_targets}
     for _ in range(args.rounds):
         ours.append(timed([sys.executable, "convert.py", "--stdout"]))
-        for t in TARGETS:
+        for t in cli_targets:
             pipelines = [arg for name in t.pipelines for arg in ("-p", f"pipelines/{name}")]
             options = [arg for key, value in t.backend_options for arg in ("-O", f"{key}={value}")]
             command = [sigma, "convert", "-t", t.backend, *pipelines, *options, RULE]
