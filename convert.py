@@ -68,7 +68,7 @@ TARGETS: tuple[Target, ...] = (
     Target(
         name="elastic-eql",
         backend="eql",
-        pipelines=("elastic_kubernetes.yml",),
+        pipelines=("elastic_kubernetes.yml", "elastic_eql_case_sensitive.yml"),
         extension="eql",
         platform="Elastic Security (EQL rule / Timeline)",
         data_source="logs-kubernetes.audit_logs-* (Kubernetes integration)",
@@ -95,7 +95,7 @@ TARGETS: tuple[Target, ...] = (
     Target(
         name="elastic-gke-eql",
         backend="eql",
-        pipelines=("elastic_gcp_gke_audit.yml",),
+        pipelines=("elastic_gcp_gke_audit.yml", "elastic_eql_case_sensitive.yml"),
         extension="eql",
         platform="Elastic Security (EQL), GKE",
         data_source="logs-gcp.audit-* (GCP integration, GKE Cloud Audit Logs)",
@@ -140,7 +140,11 @@ TARGETS: tuple[Target, ...] = (
     Target(
         name="sentinel-aksaudit",
         backend="kusto",
-        pipelines=("microsoft_sentinel_aksaudit.yml", "kusto_backend_fixes.yml"),
+        pipelines=(
+            "microsoft_sentinel_aksaudit.yml",
+            "kusto_case_sensitive.yml",
+            "kusto_backend_fixes.yml",
+        ),
         extension="kql",
         platform="Microsoft Sentinel / Azure Monitor Logs (KQL)",
         data_source="table AKSAudit (AKS resource-specific diagnostics)",
@@ -152,6 +156,7 @@ TARGETS: tuple[Target, ...] = (
         pipelines=(
             "microsoft_sentinel_aksaudit.yml",
             "microsoft_sentinel_table_aksauditadmin.yml",
+            "kusto_case_sensitive.yml",
             "kusto_backend_fixes.yml",
         ),
         extension="kql",
@@ -162,7 +167,11 @@ TARGETS: tuple[Target, ...] = (
     Target(
         name="sentinel-azurediagnostics",
         backend="kusto",
-        pipelines=("microsoft_sentinel_azurediagnostics.yml", "kusto_backend_fixes.yml"),
+        pipelines=(
+            "microsoft_sentinel_azurediagnostics.yml",
+            "kusto_case_sensitive.yml",
+            "kusto_backend_fixes.yml",
+        ),
         extension="kql",
         platform="Microsoft Sentinel / Azure Monitor Logs (KQL)",
         data_source="table AzureDiagnostics, Category kube-audit, Event in log_s (legacy)",

@@ -34,11 +34,19 @@ def shaped(events: Sequence[dict[str, Any]], shape: Shape) -> list[tuple[str, di
 
 
 def eql_runner(shape: Shape) -> Runner:
-    """Elastic's own EQL engine, with Elasticsearch's syntax, over documents in this shape."""
+    """Elastic's own EQL engine, with Elasticsearch's syntax, over documents in this shape.
+
+    The engine compares every string case-insensitively by default (the original EQL), while
+    Elasticsearch's `==` and `like` are case-sensitive: it runs case-sensitive here, which
+    models Elasticsearch exactly for queries without `:` or `~` operators, and
+    test_eql_queries_use_only_case_sensitive_operators holds the queries to that."""
 
     def run(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path) -> set[str]:
         import eql
+        import eql.utils
         from eql.parser import elasticsearch_syntax, ignore_missing_functions
+
+        eql.utils.CASE_INSENSITIVE = False
 
         with elasticsearch_syntax, ignore_missing_functions:
             parsed = eql.parse_query(query)
@@ -47,7 +55,10 @@ def eql_runner(shape: Shape) -> Runner:
         engine.add_output_hook(hits.append)
         engine.add_query(parsed)
         docs = [doc | {"_case_id": case} for case, doc in shaped(events, shape)]
-        engine.stream_events([eql.Event("any", n, doc) for n, doc in enumerate(docs)])
+        try:
+            engine.stream_events([eql.Event("any", n, doc) for n, doc in enumerate(docs)])
+        finally:
+            eql.utils.CASE_INSENSITIVE = True
         return {e.data["_case_id"] for hit in hits for e in hit.events}
 
     return run

@@ -3,6 +3,7 @@ platform's shape, and must match exactly the events labelled match_*."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,10 @@ def test_every_engine_alerts_once_per_request(hits: dict[str, set[str]]) -> None
     assert len(pair) == 2
     for engine, found in hits.items():
         assert len(pair & found) == 1, engine
+
+
+@pytest.mark.parametrize("engine", [name for name, (target, _) in ENGINES.items() if "eql" in name])
+def test_eql_queries_use_only_case_sensitive_operators(engine: str, query_for) -> None:
+    """Elasticsearch's `:`, `like~` and `regex~` ignore case; Kubernetes names do not."""
+    query = query_for(ENGINES[engine][0])
+    assert not re.search(r'[\w.@]:"|like~|regex~', query), query

@@ -6,17 +6,17 @@ Review notes (what a SOC engineer checked in each):
   evaluates OR before the implicit AND, so `stage IN (...) OR NOT stage=*` is one clause:
   the final stage, or no stage recorded. `IN` with `*` is a wildcard match, case-insensitive.
 - Loki: LogQL also parses with Grafana's grammar (test_logql.py). `| json` flattens with "_";
-  `=~`/`!~` with `(?i)` are case-insensitive regular expressions anchored with ^$; a missing
+  `=~`/`!~` are case-sensitive regular expressions (the backend's (?i) removed) anchored with ^$; a missing
   stage label is `stage=```; the exclusions are `!~`, so a missing user name alerts. The
   stream selector {job="kubernetes-audit"} is the one site-specific part.
 - ES|QL on GKE records (GCP integration): the rule's verb, resource and subresource are one
   exact event.action (the method name), not three searches; no stage test (GKE has none).
 - CloudWatch Logs Insights (EKS, our own backend in dac/cloudwatch.py, its constructs pinned in
-  test_cloudwatch_backend.py): only the audit streams of the cluster's log group; anchored
-  regular expressions, (?i) as Sigma's plain strings are case-insensitive; `not ispresent()`
+  test_cloudwatch_backend.py): only the audit streams of the cluster's log group; anchored,
+  case-sensitive regular expressions (the pipeline removes the backend's (?i)); `not ispresent()`
   for a missing stage; `not` applies to the parenthesised exclusions.
-- LogScale: the saved search $kube_audit() is the site's repository and type; regexes /^..$/i
-  (case-insensitive); `stage!=*` finds events without a stage; LogScale binds `or` tighter
+- LogScale: the saved search $kube_audit() is the site's repository and type; regexes /^..$/
+  (case-sensitive: the backend's /i flag removed); `stage!=*` finds events without a stage; LogScale binds `or` tighter
   than the implicit `and`, as the CrowdStrike backend encodes, so the stage clause is one group.
 - Sumo Logic Cloud SIEM: the rule document's expression reads every raw path from fields[...];
   the backend's isEmpty(stage) is rewritten to isEmpty(fields['stage']) by the pipeline.
@@ -33,20 +33,20 @@ import pytest
 
 EXPECTED = {
     "logscale": (
-        "$kube_audit() | verb=/^create$/i objectRef.resource=/^serviceaccounts$/i "
-        "objectRef.subresource=/^token$/i stage=/^ResponseComplete$/i or stage=/^Panic$/i "
-        "or stage!=* not (user.username=/^system:node:/i "
-        "or user.username=/^system:kube-controller-manager$/i)"
+        "$kube_audit() | verb=/^create$/ objectRef.resource=/^serviceaccounts$/ "
+        "objectRef.subresource=/^token$/ stage=/^ResponseComplete$/ or stage=/^Panic$/ "
+        "or stage!=* not (user.username=/^system:node:/ "
+        "or user.username=/^system:kube-controller-manager$/)"
     ),
     "cloudwatch-eks": (
         "fields @timestamp, @logStream, @message\n"
         "| filter @logStream like /^kube-apiserver-audit/\n"
-        "| filter verb =~ /(?i)^create$/ and objectRef.resource =~ /(?i)^serviceaccounts$/ "
-        "and objectRef.subresource =~ /(?i)^token$/ "
-        "and (stage =~ /(?i)^ResponseComplete$/ or stage =~ /(?i)^Panic$/ "
+        "| filter verb =~ /^create$/ and objectRef.resource =~ /^serviceaccounts$/ "
+        "and objectRef.subresource =~ /^token$/ "
+        "and (stage =~ /^ResponseComplete$/ or stage =~ /^Panic$/ "
         "or not ispresent(stage)) "
-        "and not (user.username =~ /(?i)^system:node:/ "
-        "or user.username =~ /(?i)^system:kube-controller-manager$/)\n"
+        "and not (user.username =~ /^system:node:/ "
+        "or user.username =~ /^system:kube-controller-manager$/)\n"
         "| sort @timestamp desc"
     ),
     "elastic-gke-esql": (
@@ -56,12 +56,12 @@ EXPECTED = {
         'or client.user.email=="system:kube-controller-manager")'
     ),
     "loki": (
-        '{job="kubernetes-audit"} | json | verb=~`(?i)^create$` '
-        "and objectRef_resource=~`(?i)^serviceaccounts$` "
-        "and objectRef_subresource=~`(?i)^token$` "
-        "and (stage=~`(?i)^ResponseComplete$` or stage=~`(?i)^Panic$` or stage=``) "
-        "and user_username!~`(?i)^system:node:.*` "
-        "and user_username!~`(?i)^system:kube\\-controller\\-manager$` "
+        '{job="kubernetes-audit"} | json | verb=~`^create$` '
+        "and objectRef_resource=~`^serviceaccounts$` "
+        "and objectRef_subresource=~`^token$` "
+        "and (stage=~`^ResponseComplete$` or stage=~`^Panic$` or stage=``) "
+        "and user_username!~`^system:node:.*` "
+        "and user_username!~`^system:kube\\-controller\\-manager$` "
         '| line_format "{{.user_username}} {{.impersonatedUser_username}} {{.userAgent}} '
         "{{.objectRef_namespace}} {{.objectRef_name}} {{.responseStatus_code}} "
         '{{.annotations_authorization_k8s_io_decision}}"'
