@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dac import UserError
+from dac import UserError, rules
+from dac.rules import rule_stem, sigma_rules
 
 if TYPE_CHECKING:  # pySigma is imported where it is used: --help and --list stay instant
     from sigma.collection import SigmaCollection
     from sigma.conversion.base import Backend
-    from sigma.rule import SigmaRule
 
 ROOT = Path(__file__).resolve().parent
 RULES_DIR = ROOT / "sigma" / "rules"
@@ -53,6 +53,19 @@ class Target:
     data_source: str
     verified_by: str
     backend_options: tuple[tuple[str, str], ...] = ()  # as `sigma convert -O key=value`
+    # A data source that only one platform has (AKSAudit: AKS) is converted for that
+    # platform's environment only; None: the rule as it is, and once per environment.
+    environments: tuple[str, ...] | None = None
+
+    def variants(self, requested: Sequence[str] = ()) -> list[tuple[str, ...]]:
+        """The environment sets to convert for: the requested set if it fits this target,
+        else the rule alone and each environment (or only this target's environments)."""
+        if requested:
+            fits = self.environments is None or set(requested) <= set(self.environments)
+            return [tuple(requested)] if fits else []
+        if self.environments is not None:
+            return [(env,) for env in self.environments]
+        return [(), *((env,) for env in environments())]
 
 
 TARGETS: tuple[Target, ...] = (
@@ -91,6 +104,7 @@ TARGETS: tuple[Target, ...] = (
         platform="Elastic (Kibana query, Lucene), GKE",
         data_source="logs-gcp.audit-* (GCP integration, GKE Cloud Audit Logs)",
         verified_by="Apache Lucene QueryParser + MemoryIndex (query_string rules)",
+        environments=("gke",),
     ),
     Target(
         name="elastic-gke-eql",
@@ -100,6 +114,7 @@ TARGETS: tuple[Target, ...] = (
         platform="Elastic Security (EQL), GKE",
         data_source="logs-gcp.audit-* (GCP integration, GKE Cloud Audit Logs)",
         verified_by="Elastic eql engine (PythonEngine)",
+        environments=("gke",),
     ),
     Target(
         name="elastic-gke-esql",
@@ -109,6 +124,7 @@ TARGETS: tuple[Target, ...] = (
         platform="Elastic (ES|QL), GKE",
         data_source="logs-gcp.audit-* (GCP integration, GKE Cloud Audit Logs)",
         verified_by="expected string only (no ES|QL engine here)",
+        environments=("gke",),
     ),
     Target(
         name="elastic-aks-lucene",
@@ -118,6 +134,7 @@ TARGETS: tuple[Target, ...] = (
         platform="Elastic (Kibana query, Lucene), AKS",
         data_source="logs-azure.platformlogs-* (Azure integration, kube-audit records)",
         verified_by="Apache Lucene QueryParser + MemoryIndex (query_string rules)",
+        environments=("aks",),
     ),
     Target(
         name="splunk",
@@ -149,6 +166,7 @@ TARGETS: tuple[Target, ...] = (
         platform="Microsoft Sentinel / Azure Monitor Logs (KQL)",
         data_source="table AKSAudit (AKS resource-specific diagnostics)",
         verified_by="duckdb-kql (KQL on DuckDB)",
+        environments=("aks",),
     ),
     Target(
         name="sentinel-aksauditadmin",
@@ -163,6 +181,7 @@ TARGETS: tuple[Target, ...] = (
         platform="Microsoft Sentinel / Azure Monitor Logs (KQL)",
         data_source="table AKSAuditAdmin (AKS audit without get/list)",
         verified_by="duckdb-kql (KQL on DuckDB)",
+        environments=("aks",),
     ),
     Target(
         name="sentinel-azurediagnostics",
@@ -176,6 +195,7 @@ TARGETS: tuple[Target, ...] = (
         platform="Microsoft Sentinel / Azure Monitor Logs (KQL)",
         data_source="table AzureDiagnostics, Category kube-audit, Event in log_s (legacy)",
         verified_by="duckdb-kql (KQL on DuckDB)",
+        environments=("aks",),
     ),
     Target(
         name="loki",
@@ -214,6 +234,7 @@ TARGETS: tuple[Target, ...] = (
         platform="AWS CloudWatch Logs Insights (EKS)",
         data_source="log group /aws/eks/<cluster>/cluster, streams kube-apiserver-audit-*",
         verified_by="expected string only (no Logs Insights engine here)",
+        environments=("eks",),
     ),
     Target(
         name="spark-sql",
@@ -244,75 +265,16 @@ REPLAY_TARGET = TARGETS_BY_NAME["duckdb"]
 
 def environments() -> list[str]:
     """The environments that have filters: one folder each under sigma/filters/."""
-    if not FILTERS_DIR.is_dir():
-        return []
-    return sorted(p.name for p in FILTERS_DIR.iterdir() if p.is_dir())
+    return rules.environments(FILTERS_DIR)
 
 
 def load_rules(envs: Sequence[str] = ()) -> SigmaCollection:
-    """Parse every rule (and the filters of the chosen environments) into one collection."""
-    import yaml
-    from sigma.collection import SigmaCollection
-    from sigma.exceptions import SigmaRuleLocation
-
-    known = environments()
-    for env in envs:
-        if env not in known:
-            raise UserError(
-                f"unknown environment '{env}' (available: {', '.join(known) or 'none yet'}); "
-                f"environment filters live in {FILTERS_DIR.relative_to(ROOT)}/<env>/"
-            )
-    paths = sorted(RULES_DIR.rglob("*.yml"))
-    if not paths:
-        raise UserError(f"no rules in {RULES_DIR.relative_to(ROOT)}/; add a Sigma rule (.yml)")
-    for env in envs:
-        paths += sorted((FILTERS_DIR / env).rglob("*.yml"))
-    parts = []
-    for path in paths:
-        try:
-            parts.append(
-                SigmaCollection.from_yaml(
-                    path.read_text(encoding="utf-8"),
-                    collect_errors=True,
-                    source=SigmaRuleLocation(path),
-                )
-            )
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(error, "problem", None) or "not valid YAML"
-            raise UserError(f"{_rel(path)}: {problem}{at}; fix the rule's YAML") from error
-    collection = SigmaCollection.merge(parts)
-    for rule in collection.rules:
-        for error in rule.errors:
-            where = _where(rule, error)
-            raise UserError(f"{where}: {error}; fix the rule (check it with `sigma check`)")
-    return collection
+    """The rules with the filters of these environments and the organisation's applied."""
+    return rules.load_rules(RULES_DIR, FILTERS_DIR, envs, ROOT)
 
 
-def _rel(path: Path | str) -> str:
-    path = Path(path)
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
-
-
-def _where(rule: SigmaRule, error: Exception) -> str:
-    source = getattr(error, "source", None) or rule.source
-    return _rel(source.path) if source is not None and source.path else "sigma/rules"
-
-
-def rule_stem(rule: SigmaRule) -> str:
-    """The rule's file name without .yml: names its query files."""
-    return Path(rule.source.path).stem
-
-
-def sigma_rules(collection: SigmaCollection) -> list[SigmaRule]:
-    """The detection rules of a collection (filters are applied to the rules they name)."""
-    from sigma.rule import SigmaRule
-
-    return [rule for rule in collection.rules if isinstance(rule, SigmaRule)]
+def _rel(path: object) -> str:
+    return rules.relative(path, ROOT)
 
 
 def convert_target(target: Target, collection: SigmaCollection) -> dict[str, str]:
@@ -407,17 +369,28 @@ def _backend_class(identifier: str) -> type[Backend]:
     return backends[identifier]
 
 
-def render(targets: Iterable[Target], collection: SigmaCollection) -> dict[Path, str]:
-    """Every output file and its content, in memory: nothing is written here."""
+def render(targets: Iterable[Target], envs: Sequence[str] = ()) -> dict[Path, str]:
+    """Every output file and its content, in memory: nothing is written here. Without envs,
+    each target's query for the rule alone (queries/<target>/<rule>.<ext>) and for each
+    environment (queries/<target>/<env>/<rule>.<ext>); with envs, for that set of them."""
+    collections: dict[tuple[str, ...], SigmaCollection] = {}
+    files: dict[Path, str] = {}
+    for target in targets:
+        for variant in target.variants(envs):
+            if variant not in collections:
+                collections[variant] = load_rules(variant)
+                _check_unique_stems(collections[variant])
+            folder = QUERIES_DIR / target.name / "+".join(variant)
+            for stem, query in convert_target(target, collections[variant]).items():
+                files[folder / f"{stem}.{target.extension}"] = query + "\n"
+    return files
+
+
+def _check_unique_stems(collection: SigmaCollection) -> None:
     stems = [rule_stem(rule) for rule in sigma_rules(collection)]
     twice = sorted({stem for stem in stems if stems.count(stem) > 1})
     if twice:
         raise UserError(f"two rules share the file name {', '.join(twice)}; rename one")
-    files: dict[Path, str] = {}
-    for target in targets:
-        for stem, query in convert_target(target, collection).items():
-            files[QUERIES_DIR / target.name / f"{stem}.{target.extension}"] = query + "\n"
-    return files
 
 
 # ---------------------------------------------------------------------------------------------
@@ -499,6 +472,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TARGET",
         help="convert for this target only (repeatable; default: all; see --list)",
     )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="ENV",
+        help="apply this environment's filters from sigma/filters/ENV/ (repeatable: one query "
+        "with all of them); default: the rule alone and each environment",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--check",
@@ -551,13 +532,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(list_targets())
             return 0
         targets = [TARGETS_BY_NAME[name] for name in args.target] if args.target else TARGETS
-        files = render(targets, load_rules())
+        files = render(targets, args.env)
+        partial = bool(args.target or args.env)
         if args.stdout:
             for path, content in files.items():
                 print(f"# {_rel(path)}\n{content}", end="")
             return 0
         if args.check:
-            problems = check_files(files, stale_in=None if args.target else QUERIES_DIR)
+            problems = check_files(files, stale_in=None if partial else QUERIES_DIR)
             if problems:
                 print("\n".join(problems))
                 print(
@@ -568,7 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 1
             print(f"convert.py --check: {len(files)} query files up to date", file=sys.stderr)
             return 0
-        changed = write_files(files, prune=QUERIES_DIR if not args.target else None)
+        changed = write_files(files, prune=None if partial else QUERIES_DIR)
         for path in files:
             print(_rel(path))
         print(f"convert.py: {len(files)} query files, {len(changed)} changed", file=sys.stderr)

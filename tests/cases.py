@@ -15,6 +15,7 @@ HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "data" / "corpus" / "public_audit_events.jsonl"
 LABELS = HERE / "data" / "corpus_labels.yml"
 EVENTS = HERE / "events"
+ENV_EVENTS = EVENTS / "env"
 
 
 @dataclass(frozen=True)
@@ -22,13 +23,18 @@ class Case:
     id: str
     event: dict[str, Any]
     engine_exceptions: tuple[str, ...] = ()
+    env: str | None = None  # a platform's own identity, from events/env/<env>/
 
     @property
     def label(self) -> str:
         return self.id.split("-")[-1]
 
-    def expected(self, engine: str) -> bool:
-        """Whether the engine should match: the label, flipped on a listed engine exception."""
+    def expected(self, engine: str, variant: tuple[str, ...] = ()) -> bool:
+        """Whether the engine should match under these environment filters. The label, but
+        a platform identity labelled nomatch is quiet only where its environment's filters
+        apply (the rule alone alerts on it), and a listed engine exception flips it."""
+        if self.env is not None and self.label.startswith("nomatch_"):
+            return self.env not in variant
         return self.label.startswith("match_") != (engine in self.engine_exceptions)
 
 
@@ -75,3 +81,17 @@ def raw_event(case: Case) -> dict[str, Any]:
     event = {k: v for k, v in case.event.items() if not k.startswith(("_", "p_"))}
     event["auditID"] = case.id
     return event
+
+
+@cache
+def load_env_cases() -> tuple[Case, ...]:
+    """Each platform's own token minters (nomatch_*, quiet with that environment's filters)
+    and look-alikes of them (match_*, alerting everywhere), from events/env/<env>/."""
+    return tuple(
+        Case(
+            f"env-{path.parent.name}-{path.stem}",
+            json.loads(path.read_text()),
+            env=path.parent.name,
+        )
+        for path in sorted(ENV_EVENTS.glob("*/*.json"))
+    )

@@ -20,17 +20,21 @@ def token_rule() -> Any:
 @pytest.fixture(scope="session")
 def generated() -> dict[Path, str]:
     """Every query file as convert.py generates it now (not as committed)."""
-    from convert import TARGETS, load_rules, render
+    from convert import TARGETS, render
 
-    return render(TARGETS, load_rules())
+    return render(TARGETS)
 
 
 @pytest.fixture(scope="session")
 def query_for(generated: dict[Path, str]):
     from convert import QUERIES_DIR, TARGETS_BY_NAME
 
-    def query(target: str, stem: str = RULE_STEM) -> str:
+    def query(target: str, variant: tuple[str, ...] | None = None, stem: str = RULE_STEM) -> str:
+        """The target's query for these environments; by default its first variant (the
+        rule alone, or a platform-tied target's own environment)."""
         t = TARGETS_BY_NAME[target]
-        return generated[QUERIES_DIR / t.name / f"{stem}.{t.extension}"].rstrip("\n")
+        variant = t.variants()[0] if variant is None else variant
+        path = QUERIES_DIR / t.name / "+".join(variant) / f"{stem}.{t.extension}"
+        return generated[path].rstrip("\n")
 
     return query

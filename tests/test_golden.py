@@ -6,18 +6,21 @@ Review notes (what a SOC engineer checked in each):
   evaluates OR before the implicit AND, so `stage IN (...) OR NOT stage=*` is one clause:
   the final stage, or no stage recorded. `IN` with `*` is a wildcard match, case-insensitive.
 - Loki: LogQL also parses with Grafana's grammar (test_logql.py). `| json` flattens with "_";
-  `=~`/`!~` are case-sensitive regular expressions (the backend's (?i) removed) anchored with ^$; a missing
-  stage label is `stage=```; the exclusions are `!~`, so a missing user name alerts. The
-  stream selector {job="kubernetes-audit"} is the one site-specific part.
-- ES|QL on GKE records (GCP integration): the rule's verb, resource and subresource are one
-  exact event.action (the method name), not three searches; no stage test (GKE has none).
+  `=~`/`!~` are case-sensitive regular expressions (the backend's (?i) removed), anchored
+  with ^$; a missing stage label is `stage=```; the exclusions are `!~`, so a missing user
+  name alerts. The stream selector {job="kubernetes-audit"} is the one site-specific part.
+- ES|QL on GKE records (GCP integration, with the gke filters): the rule's verb, resource and
+  subresource are one exact event.action (the method name), not three searches; no stage
+  test (GKE has none); GKE's controllers by exact name, its managed namespace by prefix.
+- CloudWatch for EKS carries the eks filter: `not user.username =~ /^eks:/`.
 - CloudWatch Logs Insights (EKS, our own backend in dac/cloudwatch.py, its constructs pinned in
   test_cloudwatch_backend.py): only the audit streams of the cluster's log group; anchored,
   case-sensitive regular expressions (the pipeline removes the backend's (?i)); `not ispresent()`
   for a missing stage; `not` applies to the parenthesised exclusions.
 - LogScale: the saved search $kube_audit() is the site's repository and type; regexes /^..$/
-  (case-sensitive: the backend's /i flag removed); `stage!=*` finds events without a stage; LogScale binds `or` tighter
-  than the implicit `and`, as the CrowdStrike backend encodes, so the stage clause is one group.
+  (case-sensitive: the backend's /i flag removed); `stage!=*` finds events without a stage;
+  LogScale binds `or` tighter than the implicit `and`, as the CrowdStrike backend encodes,
+  so the stage clause is one group.
 - Sumo Logic Cloud SIEM: the rule document's expression reads every raw path from fields[...];
   the backend's isEmpty(stage) is rewritten to isEmpty(fields['stage']) by the pipeline.
 - ES|QL: the Kubernetes integration's data stream in FROM; `==` and starts_with are exact
@@ -46,14 +49,18 @@ EXPECTED = {
         "and (stage =~ /^ResponseComplete$/ or stage =~ /^Panic$/ "
         "or not ispresent(stage)) "
         "and not (user.username =~ /^system:node:/ "
-        "or user.username =~ /^system:kube-controller-manager$/)\n"
+        "or user.username =~ /^system:kube-controller-manager$/) "
+        "and not user.username =~ /^eks:/\n"
         "| sort @timestamp desc"
     ),
     "elastic-gke-esql": (
         "from logs-gcp.audit-* metadata _id, _index, _version "
         '| where event.action=="io.k8s.core.v1.serviceaccounts.token.create" '
         'and not (starts_with(client.user.email, "system:node:") '
-        'or client.user.email=="system:kube-controller-manager")'
+        'or client.user.email=="system:kube-controller-manager") '
+        'and not (client.user.email in ("system:gcp-controller-manager", '
+        '"system:gke-controller-manager") '
+        'or starts_with(client.user.email, "system:serviceaccount:gke-managed-system:"))'
     ),
     "loki": (
         '{job="kubernetes-audit"} | json | verb=~`^create$` '

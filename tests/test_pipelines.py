@@ -25,8 +25,15 @@ SIGMA_CLI_TARGETS = [t for t in TARGETS if t.backend != CloudWatchLogsInsightsBa
 def test_sigma_cli_gives_the_same_query(target, query_for) -> None:
     pipelines = [arg for name in target.pipelines for arg in ("-p", f"pipelines/{name}")]
     options = [arg for key, value in target.backend_options for arg in ("-O", f"{key}={value}")]
+    (variant,) = target.variants()[:1]  # a platform-tied target: its environment's filters
+    filters = [
+        arg
+        for env in variant
+        for path in sorted((ROOT / "sigma" / "filters" / env).glob("*.yml"))
+        for arg in ("--filter", str(path.relative_to(ROOT)))
+    ]
     result = subprocess.run(
-        [str(SIGMA_CLI), "convert", "-t", target.backend, *pipelines, *options, RULE],
+        [str(SIGMA_CLI), "convert", "-t", target.backend, *pipelines, *options, *filters, RULE],
         cwd=ROOT,
         capture_output=True,
         text=True,

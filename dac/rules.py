@@ -1,0 +1,142 @@
+"""Loading the Sigma rules with their environment and organisation filters.
+
+Rules live in sigma/rules/, one folder of Sigma filters per environment in
+sigma/filters/<env>/, and an organisation's own filters in sigma/filters/org/ (applied to
+every query). All of them are loaded into one pySigma collection, which applies each filter
+to the rules it names exactly once. A filter that names no known rule, or whose logsource is
+not its rules' (pySigma would ignore it silently), is an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dac import UserError
+
+if TYPE_CHECKING:
+    from sigma.collection import SigmaCollection
+    from sigma.rule import SigmaRule
+
+ORG = "org"  # sigma/filters/org/: the organisation's own filters, always applied
+
+
+def environments(filters_dir: Path) -> list[str]:
+    """The environments that have filters: one folder each under sigma/filters/."""
+    if not filters_dir.is_dir():
+        return []
+    return sorted(p.name for p in filters_dir.iterdir() if p.is_dir() and p.name != ORG)
+
+
+def load_rules(
+    rules_dir: Path, filters_dir: Path, envs: Sequence[str] = (), root: Path | None = None
+) -> SigmaCollection:
+    """Parse every rule, the filters of the chosen environments and the organisation's
+    filters into one collection (the filters applied to their rules)."""
+    from sigma.collection import SigmaCollection
+
+    known = environments(filters_dir)
+    for env in envs:
+        if env not in known:
+            raise UserError(
+                f"unknown environment '{env}' (available: {', '.join(known) or 'none'}); "
+                f"environment filters live in {relative(filters_dir, root)}/<env>/"
+            )
+    rule_paths = sorted(rules_dir.rglob("*.yml"))
+    if not rule_paths:
+        raise UserError(f"no rules in {relative(rules_dir, root)}/; add a Sigma rule (.yml)")
+    filter_paths = [p for env in envs for p in sorted((filters_dir / env).rglob("*.yml"))]
+    filter_paths += sorted((filters_dir / ORG).glob("*.yml"))
+    rules = [parse(path, root) for path in rule_paths]
+    filters = [parse(path, root) for path in filter_paths]
+    check_filters(filters, [r for part in rules for r in part.rules], root)
+    collection = SigmaCollection.merge(rules + filters)
+    for rule in collection.rules:
+        for error in rule.errors:
+            where = relative(getattr(error, "source", None) or rule.source, root)
+            raise UserError(f"{where}: {error}; fix the rule (check it with `sigma check`)")
+    return collection
+
+
+def parse(path: Path, root: Path | None) -> SigmaCollection:
+    """One YAML file as a pySigma collection; a YAML error names its line."""
+    import yaml
+    from sigma.collection import SigmaCollection
+    from sigma.exceptions import SigmaRuleLocation
+
+    try:
+        return SigmaCollection.from_yaml(
+            path.read_text(encoding="utf-8"), collect_errors=True, source=SigmaRuleLocation(path)
+        )
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "not valid YAML"
+        raise UserError(f"{relative(path, root)}: {problem}{at}; fix the YAML") from error
+
+
+def check_filters(
+    filters: Sequence[SigmaCollection], rules: Sequence[SigmaRule], root: Path | None
+) -> None:
+    """Each filter names known rules and has their logsource; otherwise one clear error."""
+    from sigma.filters import SigmaFilter
+
+    by_ref = {str(rule.id): rule for rule in rules} | {r.name: r for r in rules if r.name}
+    for part in filters:
+        for item in part.rules:
+            where = relative(item.source, root)
+            if not isinstance(item, SigmaFilter):
+                raise UserError(f"{where}: not a Sigma filter; filters go in sigma/filters/")
+            for error in item.errors:
+                raise UserError(f"{where}: {error}; fix the filter")
+            refs = item.filter.rules
+            named = rules if isinstance(refs, str) else [_named(ref, by_ref, where) for ref in refs]
+            for rule in named:
+                if rule.logsource not in item.logsource:  # pySigma's own test
+                    raise UserError(
+                        f"{where}: filter logsource {_logsource(item.logsource)} does not cover "
+                        f"the rule's {_logsource(rule.logsource)}, so pySigma would ignore it; "
+                        "give the filter the rule's logsource"
+                    )
+
+
+def _named(ref: object, by_ref: dict[str, SigmaRule], where: str) -> SigmaRule:
+    name = str(getattr(ref, "reference", ref))
+    if name not in by_ref:
+        raise UserError(
+            f"{where}: filter names rule '{name}', which is not in sigma/rules/; "
+            "use the rule's id or name"
+        )
+    return by_ref[name]
+
+
+def sigma_rules(collection: SigmaCollection) -> list[SigmaRule]:
+    """The detection rules of a collection (filters are applied to the rules they name)."""
+    from sigma.rule import SigmaRule
+
+    return [rule for rule in collection.rules if isinstance(rule, SigmaRule)]
+
+
+def rule_stem(rule: SigmaRule) -> str:
+    """The rule's file name without .yml: names its query files."""
+    return Path(rule.source.path).stem
+
+
+def relative(where: object, root: Path | None) -> str:
+    """A path (or a pySigma source location) as the user sees it, relative to the repository."""
+    path = getattr(where, "path", where)
+    if path is None:
+        return "sigma/"
+    path = Path(path)
+    if root is not None:
+        try:
+            return str(path.resolve().relative_to(root))
+        except ValueError:
+            pass
+    return str(path)
+
+
+def _logsource(logsource: object) -> str:
+    parts = ("category", "product", "service")
+    return ", ".join(f"{p}: {getattr(logsource, p)}" for p in parts if getattr(logsource, p))

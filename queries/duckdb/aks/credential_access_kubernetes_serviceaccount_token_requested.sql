@@ -1,0 +1,1 @@
+SELECT * FROM k8s_audit WHERE ((verb='create' AND `objectRef.resource`='serviceaccounts' AND `objectRef.subresource`='token') AND ((stage='ResponseComplete' OR stage='Panic') OR stage IS NULL) AND (NOT COALESCE((`user.username` LIKE 'system:node:%' ESCAPE '\' OR `user.username`='system:kube-controller-manager'), 0))) AND (NOT COALESCE((`user.username`='aksService'), 0))

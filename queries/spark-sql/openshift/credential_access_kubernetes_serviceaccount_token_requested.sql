@@ -1,0 +1,1 @@
+SELECT * FROM k8s_audit WHERE verb = 'create' AND objectRef.resource = 'serviceaccounts' AND objectRef.subresource = 'token' AND (stage = 'ResponseComplete' OR stage = 'Panic' OR stage is null) AND NOT (startswith(user.username, 'system:node:') OR user.username = 'system:kube-controller-manager') AND NOT startswith(user.username, 'system:serviceaccount:openshift-')
