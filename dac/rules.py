@@ -80,14 +80,15 @@ def check_filters(
     filters: Sequence[SigmaCollection], rules: Sequence[SigmaRule], root: Path | None
 ) -> None:
     """Each filter names known rules and has their logsource; otherwise one clear error."""
-    from sigma.filters import SigmaFilter
-
     by_ref = {str(rule.id): rule for rule in rules} | {r.name: r for r in rules if r.name}
     for part in filters:
         for item in part.rules:
+            raise UserError(
+                f"{relative(item.source, root)}: a rule, not a Sigma filter; rules go in "
+                "sigma/rules/, filters (with a `filter:` section) in sigma/filters/"
+            )
+        for item in part.filters:
             where = relative(item.source, root)
-            if not isinstance(item, SigmaFilter):
-                raise UserError(f"{where}: not a Sigma filter; filters go in sigma/filters/")
             for error in item.errors:
                 raise UserError(f"{where}: {error}; fix the filter")
             refs = item.filter.rules

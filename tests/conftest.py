@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+ROOT = Path(__file__).resolve().parent.parent
 RULE_STEM = "credential_access_kubernetes_serviceaccount_token_requested"
 
 
@@ -38,3 +42,33 @@ def query_for(generated: dict[Path, str]):
         return generated[path].rstrip("\n")
 
     return query
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A copy of what convert.py needs: the script, its package, rules, pipelines, queries."""
+    for name in ("convert.py", "dac", "sigma", "pipelines", "queries", "examples"):
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, tmp_path / name)
+    return tmp_path
+
+
+def run(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "convert.py", *args], cwd=repo, capture_output=True, text=True, timeout=120
+    )
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    return lines[0]

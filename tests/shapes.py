@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 
@@ -156,7 +157,8 @@ def elastic_gcp_audit(record: dict[str, Any]) -> dict[str, Any]:
     """A Cloud Audit Log record as Elastic's GCP integration indexes it (logs-gcp.audit-*,
     packages/gcp/data_stream/audit): event.action = methodName, client.user.email and
     user.email = principalEmail, source.ip = callerIp, user_agent.original, service.name,
-    gcp.audit.resource_name and gcp.audit.status.code, event.outcome from the status."""
+    gcp.audit.resource_name and gcp.audit.status.code, event.outcome from the status, and
+    orchestrator.namespace / .resource.type / .resource.name parsed from the resource name."""
     payload = record["protoPayload"]
     principal = payload.get("authenticationInfo", {}).get("principalEmail")
     metadata = payload.get("requestMetadata", {})
@@ -176,6 +178,15 @@ def elastic_gcp_audit(record: dict[str, Any]) -> dict[str, Any]:
         doc["source"] = {"ip": metadata["callerIp"]}
     if metadata.get("callerSuppliedUserAgent"):
         doc["user_agent"] = {"original": metadata["callerSuppliedUserAgent"]}
+    parsed = re.match(
+        r".*?/v\d+[a-z0-9]*/namespaces/([^/]+)/([a-z][a-z0-9.]*)(?:/([^/]+))?",
+        payload.get("resourceName") or "",
+    )
+    if parsed:  # the integration's grok on the resource name
+        namespace, resource_type, name = parsed.groups()
+        doc["orchestrator"] = {"namespace": namespace, "resource": {"type": resource_type}}
+        if name:
+            doc["orchestrator"]["resource"]["name"] = name
     return doc
 
 

@@ -5,40 +5,13 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 from cases import EVENTS
+from conftest import one_error_line, run, snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 RULE = Path("sigma/rules/credential_access_kubernetes_serviceaccount_token_requested.yml")
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    """A copy of what convert.py needs: the script, its package, rules, pipelines, queries."""
-    for name in ("convert.py", "dac", "sigma", "pipelines", "queries"):
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, tmp_path / name)
-    return tmp_path
-
-
-def run(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "convert.py", *args], cwd=repo, capture_output=True, text=True, timeout=120
-    )
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
-    }
 
 
 def test_check_passes_on_the_committed_tree() -> None:
@@ -108,12 +81,6 @@ def test_unknown_target_is_a_usage_error(repo: Path) -> None:
     result = run(repo, "-t", "qradar")
     assert result.returncode == 2
     assert "invalid choice: 'qradar'" in result.stderr
-
-
-def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def test_broken_rule_yaml_is_one_clear_line_and_writes_nothing(repo: Path) -> None:

@@ -1,0 +1,107 @@
+"""Environment and organisation filters as a SOC adds them: applied once, to the rule they
+name, refused when pySigma would silently ignore them; replay takes --env too."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from cases import ENV_EVENTS, EVENTS
+from conftest import one_error_line, run
+
+from convert import ROOT, environments
+
+EKS_FILTER = "sigma/filters/eks/eks_control_plane_identities.yml"
+
+
+def test_every_environment_has_filters_and_events() -> None:
+    envs = environments()
+    assert envs == ["aks", "calico", "eks", "gke", "openshift"]
+    for env in envs:
+        assert list((ENV_EVENTS / env).glob("nomatch_*.json")), env
+        assert list((ENV_EVENTS / env).glob("match_*.json")), env
+
+
+def test_filter_examples_pass_sigma_check() -> None:
+    sigma = ROOT / ".venv" / "bin" / "sigma"
+    sigma = sigma if sigma.exists() else shutil.which("sigma")
+    result = subprocess.run(
+        [
+            str(sigma),
+            "check",
+            "--fail-on-issues",
+            "-c",
+            "tests/sigma-validation.yml",
+            "sigma/",
+            "examples/org-filters/",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-2000:]
+
+
+def test_several_environments_apply_each_filter_once(repo) -> None:
+    """sigma-cli applies earlier --filter files again for each later one; here each once."""
+    result = run(repo, "-t", "splunk", "--env", "eks", "--env", "calico", "--stdout")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count('"eks:*"') == 1
+    assert result.stdout.count("system:serviceaccount:tigera-operator:tigera-operator") == 1
+    assert "# queries/splunk/eks+calico/" in result.stdout
+
+
+def test_a_platform_tied_target_is_converted_only_for_its_environment(repo) -> None:
+    result = run(repo, "--env", "eks", "--stdout")
+    assert "queries/cloudwatch-eks/eks/" in result.stdout
+    assert "sentinel-aksaudit" not in result.stdout and "elastic-gke" not in result.stdout
+
+
+def test_a_filter_with_another_logsource_is_an_error(repo) -> None:
+    path = repo / EKS_FILTER
+    path.write_text(path.read_text().replace("  service: audit\n", "  service: apiserver\n"))
+    line = one_error_line(run(repo, "--env", "eks", "--stdout"))
+    assert EKS_FILTER in line and "logsource" in line and "would ignore it" in line
+
+
+def test_a_filter_naming_an_unknown_rule_is_an_error(repo) -> None:
+    path = repo / EKS_FILTER
+    path.write_text(
+        path.read_text().replace("6f2b7a6e-3d1c-4c8e-9b7a-2e4f5d8c1a90", "no-such-rule")
+    )
+    line = one_error_line(run(repo, "--env", "eks", "--stdout"))
+    assert EKS_FILTER in line and "'no-such-rule'" in line
+
+
+def test_an_org_filter_applies_to_every_query(repo) -> None:
+    example = ROOT / "examples" / "org-filters" / "org_ci_deployer.yml"
+    shutil.copy(example, repo / "sigma" / "filters" / "org" / example.name)
+    assert run(repo).returncode == 0
+    files = [p for p in (repo / "queries").rglob("*") if p.is_file()]
+    without = [str(p) for p in files if "deployer" not in p.read_text()]
+    assert files and without == []
+
+
+def test_replay_with_an_environment_is_quiet_on_its_platform_and_alerts_on_attacks(repo) -> None:
+    quiet = [json.loads(p.read_text()) for p in sorted((ENV_EVENTS / "eks").glob("nomatch_*.json"))]
+    attacks = [json.loads(p.read_text()) for p in sorted(EVENTS.glob("match_*.json"))]
+    attacks += [
+        json.loads(p.read_text()) for p in sorted((ENV_EVENTS / "eks").glob("match_*.json"))
+    ]
+    log = repo / "audit.log"
+    log.write_text("".join(json.dumps(e) + "\n" for e in quiet + attacks))
+    with_env = run(repo, "replay", "--env", "eks", str(log))
+    alone = run(repo, "replay", str(log))
+    assert with_env.returncode == alone.returncode == 0
+    ids = lambda out: {json.loads(line)["auditID"] for line in out.splitlines()}  # noqa: E731
+    assert ids(with_env.stdout) == {e["auditID"] for e in attacks}
+    assert ids(alone.stdout) == {e["auditID"] for e in attacks + quiet}
+
+
+@pytest.mark.parametrize("env", ["mars"])
+def test_convert_with_an_unknown_environment_is_one_clear_line(repo, env: str) -> None:
+    line = one_error_line(run(repo, "--env", env))
+    assert f"unknown environment '{env}'" in line and "aks" in line
