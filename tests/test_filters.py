@@ -101,6 +101,30 @@ def test_replay_with_an_environment_is_quiet_on_its_platform_and_alerts_on_attac
     assert ids(alone.stdout) == {e["auditID"] for e in attacks + quiet}
 
 
+def test_the_example_org_filter_trusts_only_what_it_names(repo) -> None:
+    example = ROOT / "examples" / "org-filters" / "org_ci_deployer.yml"
+    shutil.copy(example, repo / "sigma" / "filters" / "org" / example.name)
+    template = json.loads((EVENTS / "match_human_user_kubectl_create_token.json").read_text())
+    cases = {
+        "ci_mints_for_deploy_in_shop": ("shop", "deploy", False),
+        "ci_mints_for_deploy_in_payments": ("payments", "deploy", False),
+        "ci_mints_for_another_service_account": ("shop", "admin", True),
+        "ci_mints_in_another_namespace": ("kube-system", "deploy", True),
+    }
+    events = []
+    for name, (namespace, account, _) in cases.items():
+        event = json.loads(json.dumps(template))
+        event["auditID"] = name
+        event["user"]["username"] = "system:serviceaccount:ci:deployer"
+        event["objectRef"].update(namespace=namespace, name=account)
+        events.append(event)
+    log = repo / "audit.log"
+    log.write_text("".join(json.dumps(e) + "\n" for e in events))
+    result = run(repo, "replay", str(log))
+    alerted = {json.loads(line)["auditID"] for line in result.stdout.splitlines()}
+    assert alerted == {name for name, (_, _, alerts) in cases.items() if alerts}
+
+
 @pytest.mark.parametrize("env", ["mars"])
 def test_convert_with_an_unknown_environment_is_one_clear_line(repo, env: str) -> None:
     line = one_error_line(run(repo, "--env", env))

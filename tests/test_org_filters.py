@@ -113,3 +113,18 @@ def test_eql_refuses_a_literal_wildcard_value_with_a_clear_error(target: str, tm
     collection = load_rules(RULES_DIR, folder, t.variants()[0], ROOT)
     with pytest.raises(UserError, match=r"literal \* or \? exactly"):
         convert_target(t, collection)
+
+
+def test_splunk_quotes_every_hostile_value(tmp_path) -> None:
+    """No engine runs SPL: the exclusion is pinned, reviewed. Every value stays inside its
+    double quotes (\\" and \\\\ escaped); the literal star is written \\*, which SPL reads as
+    a literal only if its search escapes wildcards that way (unverified); `q?x` needs no escape
+    (? is no wildcard in SPL). SPL's IN ignores case."""
+    folder = filters_with(tmp_path, ADVERSARIAL.read_text(encoding="utf-8"))
+    collection = load_rules(RULES_DIR, folder, (), ROOT)
+    (query,) = convert_target(TARGETS_BY_NAME["splunk"], collection).values()
+    assert (
+        'NOT (user.username IN ("deploy\\*bot", "q?x", "say \\"hi\\" there", "it\'s", '
+        '"back\\\\slash", "trail\\\\", "x\\") or true or (\\"", "x\' OR \'1\'=\'1", "a/b/c", '
+        '"col:on user", "semi;colon|pipe`tick")) | table'
+    ) in query
