@@ -85,18 +85,25 @@ def test_an_org_filter_applies_to_every_query(repo) -> None:
     assert files and without == []
 
 
-def test_replay_with_an_environment_is_quiet_on_its_platform_and_alerts_on_attacks(repo) -> None:
-    quiet = [json.loads(p.read_text()) for p in sorted((ENV_EVENTS / "eks").glob("nomatch_*.json"))]
-    attacks = [json.loads(p.read_text()) for p in sorted(EVENTS.glob("match_*.json"))]
-    attacks += [
-        json.loads(p.read_text()) for p in sorted((ENV_EVENTS / "eks").glob("match_*.json"))
-    ]
+def events_in(folder, pattern: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(folder.glob(pattern))]
+
+
+@pytest.mark.parametrize("env", environments())
+def test_replay_with_an_environment_is_quiet_on_its_platform_and_alerts_on_attacks(
+    repo, env: str
+) -> None:
+    quiet = events_in(ENV_EVENTS / env, "nomatch_*.json")
+    attacks = events_in(EVENTS, "match_*.json") + events_in(ENV_EVENTS / env, "match_*.json")
     log = repo / "audit.log"
     log.write_text("".join(json.dumps(e) + "\n" for e in quiet + attacks))
-    with_env = run(repo, "replay", "--env", "eks", str(log))
+    with_env = run(repo, "replay", "--env", env, str(log))
     alone = run(repo, "replay", str(log))
     assert with_env.returncode == alone.returncode == 0
-    ids = lambda out: {json.loads(line)["auditID"] for line in out.splitlines()}  # noqa: E731
+
+    def ids(out: str) -> set[str]:
+        return {json.loads(line)["auditID"] for line in out.splitlines()}
+
     assert ids(with_env.stdout) == {e["auditID"] for e in attacks}
     assert ids(alone.stdout) == {e["auditID"] for e in attacks + quiet}
 
