@@ -285,11 +285,11 @@ def convert_target(target: Target, collection: SigmaCollection) -> dict[str, str
     backend_class = _backend_class(target.backend)  # imports plugins' YAML transformation types
     pipeline = ProcessingPipeline()
     for name in target.pipelines:
-        path = PIPELINES_DIR / name
-        try:
-            pipeline += ProcessingPipeline.from_yaml(path.read_text(encoding="utf-8"))
-        except (OSError, SigmaError, ValueError) as error:
-            raise UserError(f"{_rel(path)}: {error}; fix the pipeline YAML") from error
+        try:  # a fresh pipeline each time (conversion keeps state in it), parsed YAML once
+            pipeline += ProcessingPipeline.from_dict(copy.deepcopy(_pipeline_yaml(name)))
+        except (SigmaError, ValueError) as error:
+            path = _rel(PIPELINES_DIR / name)
+            raise UserError(f"{path}: {error}; fix the pipeline YAML") from error
     pipelines = " + ".join(f"pipelines/{name}" for name in target.pipelines)
     with _libyaml():
         backend = backend_class(processing_pipeline=pipeline, **dict(target.backend_options))
@@ -310,6 +310,19 @@ def convert_target(target: Target, collection: SigmaCollection) -> dict[str, str
             ) from error
         queries[rule_stem(rule)] = _as_text(backend.finalize(converted, backend.default_format))
     return queries
+
+
+@functools.cache
+def _pipeline_yaml(name: str) -> dict:
+    """A pipeline file's YAML, parsed once per run (libyaml's parser where it is built in)."""
+    import yaml
+
+    path = PIPELINES_DIR / name
+    try:
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+    except (OSError, yaml.YAMLError) as error:
+        raise UserError(f"{_rel(path)}: {error}; fix the pipeline YAML") from error
 
 
 def _as_text(output: object) -> str:

@@ -44,7 +44,11 @@ def main() -> None:
             command = [sigma, "convert", "-t", t.backend, *pipelines, *options, RULE]
             theirs[t.name].append(timed(command))
     mine = statistics.median(ours)
-    print(f"convert.py, all {len(TARGETS)} targets: {mine:.3f} s (median of {args.rounds})")
+    files = sum(len(t.variants()) for t in TARGETS)
+    print(
+        f"convert.py, all {len(TARGETS)} targets, {files} query files (every environment): "
+        f"{mine:.3f} s (median of {args.rounds})"
+    )
     for name, times in theirs.items():
         single = statistics.median(times)
         print(f"sigma convert, {name:15} {single:.3f} s   ratio {mine / single:.2f}x")

@@ -60,14 +60,17 @@ def load_rules(
 
 
 def parse(path: Path, root: Path | None) -> SigmaCollection:
-    """One YAML file as a pySigma collection; a YAML error names its line."""
+    """One YAML file as a pySigma collection (what SigmaCollection.from_yaml does, with
+    PyYAML's libyaml parser where it is built in); a YAML error names its line."""
     import yaml
     from sigma.collection import SigmaCollection
     from sigma.exceptions import SigmaRuleLocation
 
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        return SigmaCollection.from_yaml(
-            path.read_text(encoding="utf-8"), collect_errors=True, source=SigmaRuleLocation(path)
+        documents = list(yaml.load_all(path.read_text(encoding="utf-8"), Loader=loader))
+        return SigmaCollection.from_dicts(
+            documents, collect_errors=True, source=SigmaRuleLocation(path)
         )
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
