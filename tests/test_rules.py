@@ -31,8 +31,17 @@ def rules():
 
 
 def test_sigma_check_passes_offline_with_sigmahq_validators() -> None:
+    """The rules, the environment filters and the example organisation filters."""
     result = subprocess.run(
-        [str(SIGMA_CLI), "check", "--fail-on-issues", "-c", "tests/sigma-validation.yml", "sigma/"],
+        [
+            str(SIGMA_CLI),
+            "check",
+            "--fail-on-issues",
+            "-c",
+            "tests/sigma-validation.yml",
+            "sigma/",
+            "examples/org-filters/",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
