@@ -22,16 +22,17 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from dac import UserError, rules
+from dac import UserError, artifacts, rules
 from dac.rules import rule_stem, sigma_rules
 
 if TYPE_CHECKING:  # pySigma is imported where it is used: --help and --list stay instant
     from sigma.collection import SigmaCollection
     from sigma.conversion.base import Backend
+    from sigma.rule import SigmaRule
 
 ROOT = Path(__file__).resolve().parent
 RULES_DIR = ROOT / "sigma" / "rules"
@@ -259,6 +260,83 @@ TARGETS_BY_NAME = {target.name: target for target in TARGETS}
 REPLAY_TARGET = TARGETS_BY_NAME["duckdb"]
 
 
+@dataclass(frozen=True)
+class Artifact:
+    """A deployable file set built from one target's queries, in queries/<name>/[<env>/]."""
+
+    name: str
+    target: str
+    build: artifacts.Builder
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+KIBANA_LUCENE = {"type": "query", "language": "lucene"}
+ARTIFACTS: tuple[Artifact, ...] = (
+    Artifact(
+        "kibana-kubernetes",
+        "elastic-lucene",
+        artifacts.kibana_rules,
+        {"index": ("logs-kubernetes.audit_logs-*",), **KIBANA_LUCENE},
+    ),
+    Artifact(
+        "kibana-gke",
+        "elastic-gke-lucene",
+        artifacts.kibana_rules,
+        {"index": ("logs-gcp.audit-*",), **KIBANA_LUCENE},
+    ),
+    Artifact(
+        "kibana-aks",
+        "elastic-aks-lucene",
+        artifacts.kibana_rules,
+        {"index": ("logs-azure.platformlogs-*",), **KIBANA_LUCENE},
+    ),
+    Artifact(
+        "splunk-app",
+        "splunk",
+        artifacts.splunk_app,
+        {
+            "app": "k8s_token_detect",
+            "input_macro": "kube_audit",
+            "input_macro_conf": {
+                "definition": "index=main sourcetype=kube:apiserver-audit",
+                "description": "Where your Kubernetes audit events are: set the index and "
+                "sourcetype (EKS via the AWS add-on: sourcetype=aws:cloudwatchlogs:eks)",
+            },
+        },
+    ),
+    Artifact(
+        "sentinel-rules-aksaudit",
+        "sentinel-aksaudit",
+        artifacts.sentinel_rules,
+        {
+            "table": "AKSAudit",
+            "entity_columns": "| extend AccountName = tostring(User.username), "
+            "IPAddress = tostring(SourceIps[0])",
+        },
+    ),
+    Artifact(
+        "sentinel-rules-aksauditadmin",
+        "sentinel-aksauditadmin",
+        artifacts.sentinel_rules,
+        {
+            "table": "AKSAuditAdmin",
+            "entity_columns": "| extend AccountName = tostring(User.username), "
+            "IPAddress = tostring(SourceIps[0])",
+        },
+    ),
+    Artifact(
+        "sentinel-rules-azurediagnostics",
+        "sentinel-azurediagnostics",
+        artifacts.sentinel_rules,
+        {
+            "table": "AzureDiagnostics",
+            "entity_columns": "| extend AccountName = tostring(event.user.username), "
+            "IPAddress = tostring(event.sourceIPs[0])",
+        },
+    ),
+)
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading and converting
 
@@ -385,8 +463,11 @@ def _backend_class(identifier: str) -> type[Backend]:
 def render(targets: Iterable[Target], envs: Sequence[str] = ()) -> dict[Path, str]:
     """Every output file and its content, in memory: nothing is written here. Without envs,
     each target's query for the rule alone (queries/<target>/<rule>.<ext>) and for each
-    environment (queries/<target>/<env>/<rule>.<ext>); with envs, for that set of them."""
+    environment (queries/<target>/<env>/<rule>.<ext>), the deployable artifacts built from
+    them, and a rule card per rule; with envs, for that set of them."""
+    targets = list(targets)
     collections: dict[tuple[str, ...], SigmaCollection] = {}
+    converted: dict[tuple[str, tuple[str, ...]], list[tuple[SigmaRule, str]]] = {}
     files: dict[Path, str] = {}
     for target in targets:
         for variant in target.variants(envs):
@@ -394,9 +475,55 @@ def render(targets: Iterable[Target], envs: Sequence[str] = ()) -> dict[Path, st
                 collections[variant] = load_rules(variant)
                 _check_unique_stems(collections[variant])
             folder = QUERIES_DIR / target.name / "+".join(variant)
-            for stem, query in convert_target(target, collections[variant]).items():
+            queries = convert_target(target, collections[variant])
+            converted[target.name, variant] = [
+                (rule, queries[rule_stem(rule)]) for rule in sigma_rules(collections[variant])
+            ]
+            for stem, query in queries.items():
                 files[folder / f"{stem}.{target.extension}"] = query + "\n"
+    for artifact in ARTIFACTS:
+        for (target_name, variant), pairs in converted.items():
+            if target_name == artifact.target:
+                folder = QUERIES_DIR / artifact.name / "+".join(variant)
+                options = {"name": artifact.name, **artifact.options}
+                for name, content in artifact.build(pairs, options).items():
+                    files[folder / name] = content.rstrip("\n") + "\n"
+    if not envs and len(targets) == len(TARGETS):
+        files |= rule_cards(converted)
     return files
+
+
+def rule_cards(
+    converted: dict[tuple[str, tuple[str, ...]], list[tuple[SigmaRule, str]]],
+) -> dict[Path, str]:
+    """queries/cards/<rule>.md: each target's query (the rule alone, or a platform-tied
+    target's environment) with what verified it, and the environments' filters."""
+    envs = []
+    for env in environments():
+        paths = sorted((FILTERS_DIR / env).rglob("*.yml"))
+        titles = [(rules.parse(p, ROOT).filters[0].title, _rel(p)) for p in paths]
+        envs.append((env, titles))
+    corpus = ROOT / "tests" / "data" / "corpus" / "public_audit_events.jsonl"
+    public = len(corpus.read_text(encoding="utf-8").splitlines()) if corpus.is_file() else 0
+    own = len(list((ROOT / "tests" / "events").rglob("*.json")))
+    evidence = (
+        f"Every query verified by an engine was run over {public + own} labelled audit events "
+        f"({public} public, {own} written for this project; tests/test_engines.py), each in "
+        "the shape its platform stores them, and matched exactly the events labelled to "
+        "alert; under each environment's filters, that platform's own token minters are quiet."
+    )
+    cards: dict[Path, str] = {}
+    first = {t.name: t.variants()[0] for t in TARGETS}
+    by_rule: dict[str, tuple[SigmaRule, list[tuple[str, str, str, str]]]] = {}
+    for target in TARGETS:
+        for rule, query in converted.get((target.name, first[target.name]), []):
+            row = (target.name, target.platform, target.verified_by, query)
+            by_rule.setdefault(rule_stem(rule), (rule, []))[1].append(row)
+    for stem, (rule, rows) in by_rule.items():
+        cards[QUERIES_DIR / "cards" / f"{stem}.md"] = artifacts.rule_card(
+            rule, rows, envs, evidence
+        )
+    return cards
 
 
 def _check_unique_stems(collection: SigmaCollection) -> None:

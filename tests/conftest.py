@@ -46,11 +46,14 @@ def query_for(generated: dict[Path, str]):
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    """A copy of what convert.py needs: the script, its package, rules, pipelines, queries."""
-    for name in ("convert.py", "dac", "sigma", "pipelines", "queries", "examples"):
+    """A copy of what convert.py needs: the script, its package, rules, pipelines, queries,
+    triage guides, and the labelled events the rule cards count."""
+    names = ("convert.py", "dac", "sigma", "pipelines", "queries", "examples", "triage")
+    for name in (*names, "tests/data/corpus", "tests/events"):
         source = ROOT / name
         if source.is_dir():
-            shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+            ignore = shutil.ignore_patterns("__pycache__")
+            shutil.copytree(source, tmp_path / name, ignore=ignore)
         else:
             shutil.copy2(source, tmp_path / name)
     return tmp_path

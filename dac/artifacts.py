@@ -1,0 +1,345 @@
+"""Deployable artifacts built from a rule's own metadata and a target's converted query.
+
+Each builder takes the rules with their queries for one target and environment variant and
+returns {file path relative to the artifact's folder: content}. Nothing here repeats a
+rule's description, level or ATT&CK ids: they are read from the rule each time; only the
+ATT&CK names for the ids, which Sigma rules do not carry, come from ATTACK below.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dac import UserError
+
+if TYPE_CHECKING:
+    from sigma.rule import SigmaRule
+
+ROOT = Path(__file__).resolve().parent.parent
+TRIAGE_DIR = ROOT / "triage"
+Converted = Sequence[tuple["SigmaRule", str]]
+Builder = Callable[[Converted, dict[str, Any]], dict[str, str]]
+
+# ATT&CK names for the ids the rules use (MITRE ATT&CK Enterprise). A rule with another id
+# fails to build its artifacts until the id is added here.
+TACTICS = {"credential-access": ("TA0006", "Credential Access")}
+TECHNIQUES = {
+    "T1528": "Steal Application Access Token",
+    "T1552": "Unsecured Credentials",
+    "T1552.007": "Container API",
+}
+# Sigma level -> Elastic severity and risk score (Elastic's own convention), Splunk alert
+# severity (1 debug ... 6 fatal), Sentinel severity.
+LEVELS = {
+    "informational": ("low", 21, 2, "Informational"),
+    "low": ("low", 21, 2, "Low"),
+    "medium": ("medium", 47, 3, "Medium"),
+    "high": ("high", 73, 4, "High"),
+    "critical": ("critical", 99, 5, "High"),
+}
+SCHEDULE = {"interval_minutes": 5, "lookback_minutes": 6}
+
+
+def triage_guide(rule: SigmaRule) -> str:
+    path = TRIAGE_DIR / f"{Path(rule.source.path).stem}.md"
+    if not path.is_file():
+        raise UserError(f"{path.relative_to(ROOT)} is missing: every rule needs a triage guide")
+    return path.read_text(encoding="utf-8")
+
+
+def attack(rule: SigmaRule) -> tuple[list[tuple[str, str]], list[str]]:
+    """The rule's ATT&CK tactics as (id, name) and technique ids, from its tags."""
+    tactics, techniques = [], []
+    for tag in rule.tags:
+        if tag.namespace != "attack":
+            continue
+        if tag.name.startswith("t") and tag.name[1:2].isdigit():
+            technique = tag.name.upper()
+            if technique not in TECHNIQUES:
+                raise UserError(f"ATT&CK technique {technique} has no name in dac/artifacts.py")
+            techniques.append(technique)
+        elif tag.name in TACTICS:
+            tactics.append(TACTICS[tag.name])
+        else:
+            raise UserError(f"ATT&CK tactic {tag.name} has no id in dac/artifacts.py")
+    return tactics, techniques
+
+
+def level(rule: SigmaRule) -> tuple[str, int, int, str]:
+    return LEVELS[rule.level.name.lower() if rule.level else "medium"]
+
+
+def artifact_id(rule: SigmaRule, name: str) -> str:
+    """A stable id per rule and artifact: UUIDv5 of the Sigma id and the artifact's name."""
+    return str(uuid.uuid5(rule.id, name))
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# ---------------------------------------------------------------------------------------------
+# Elastic: Kibana detection rules, NDJSON for the import API
+
+
+def kibana_rules(converted: Converted, options: dict[str, Any]) -> dict[str, str]:
+    files = {}
+    for rule, query in converted:
+        tactics, techniques = attack(rule)
+        severity, risk_score, _, _ = level(rule)
+        threat = [
+            {
+                "framework": "MITRE ATT&CK",
+                "tactic": {
+                    "id": tactic_id,
+                    "name": tactic_name,
+                    "reference": f"https://attack.mitre.org/tactics/{tactic_id}/",
+                },
+                "technique": _kibana_techniques(techniques),
+            }
+            for tactic_id, tactic_name in tactics
+        ]
+        document = {
+            "rule_id": artifact_id(rule, options["name"]),
+            "name": rule.title,
+            "description": one_line(rule.description or ""),
+            "type": options["type"],
+            "language": options["language"],
+            "query": query,
+            "index": list(options["index"]),
+            "severity": severity,
+            "risk_score": risk_score,
+            "from": f"now-{SCHEDULE['lookback_minutes']}m",
+            "interval": f"{SCHEDULE['interval_minutes']}m",
+            "enabled": False,
+            "false_positives": list(rule.falsepositives),
+            "references": list(rule.references),
+            "author": [rule.author] if rule.author else [],
+            "license": "Apache License 2.0",
+            "tags": [
+                "Domain: Kubernetes",
+                "Data Source: Kubernetes",
+                "Use Case: Threat Detection",
+                *(f"Tactic: {name}" for _, name in tactics),
+            ],
+            "threat": threat,
+            "note": triage_guide(rule),
+            "max_signals": 100,
+            "version": 1,
+        }
+        files[f"{Path(rule.source.path).stem}.ndjson"] = json.dumps(document, sort_keys=True)
+    return files
+
+
+def _kibana_techniques(techniques: list[str]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for parent in sorted({t.split(".")[0] for t in techniques}):
+        subs = sorted(t for t in techniques if t.startswith(parent + "."))
+        out.append(
+            {
+                "id": parent,
+                "name": TECHNIQUES[parent],
+                "reference": f"https://attack.mitre.org/techniques/{parent}/",
+                "subtechnique": [
+                    {
+                        "id": sub,
+                        "name": TECHNIQUES[sub],
+                        "reference": "https://attack.mitre.org/techniques/"
+                        + sub.replace(".", "/")
+                        + "/",
+                    }
+                    for sub in subs
+                ],
+            }
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Splunk: an app, in the layout of Splunk's own detection content
+
+
+def splunk_app(converted: Converted, options: dict[str, Any]) -> dict[str, str]:
+    app = options["app"]
+    searches, macros = [], [_conf_stanza(options["input_macro"], options["input_macro_conf"])]
+    for rule, query in converted:
+        _, _, splunk_severity, _ = level(rule)
+        tactics, techniques = attack(rule)
+        searches.append(
+            _conf_stanza(
+                rule.title,
+                {
+                    "description": one_line(rule.description or ""),
+                    "search": query,
+                    "enableSched": "1",
+                    "cron_schedule": f"*/{SCHEDULE['interval_minutes']} * * * *",
+                    "dispatch.earliest_time": f"-{SCHEDULE['lookback_minutes']}m@m",
+                    "dispatch.latest_time": "now",
+                    "counttype": "number of events",
+                    "relation": "greater than",
+                    "quantity": "0",
+                    "alert.track": "1",
+                    "alert.severity": str(splunk_severity),
+                    "alert.suppress": "0",
+                    "action.correlationsearch.annotations": json.dumps(
+                        {"mitre_attack": techniques, "tactics": [n for _, n in tactics]}
+                    ),
+                },
+            )
+        )
+        macros.append(
+            _conf_stanza(
+                f"{rule.name}_filter",
+                {
+                    "definition": "search *",
+                    "description": f"Local tuning for '{rule.title}': update to exclude "
+                    "known automation (the default excludes nothing).",
+                },
+            )
+        )
+    app_conf = "\n".join(
+        [
+            _conf_stanza("install", {"is_configured": "0"}),
+            _conf_stanza(
+                "ui", {"is_visible": "false", "label": "Kubernetes token-request detections"}
+            ),
+            _conf_stanza(
+                "launcher",
+                {
+                    "author": "k8s-token-detect contributors",
+                    "description": "Sigma detections for Kubernetes TokenRequest abuse",
+                    "version": "1.0.0",
+                },
+            ),
+            _conf_stanza("package", {"id": app, "check_for_updates": "false"}),
+        ]
+    )
+    return {
+        f"{app}/default/app.conf": app_conf,
+        f"{app}/default/savedsearches.conf": "\n".join(searches),
+        f"{app}/default/macros.conf": "\n".join(macros),
+        f"{app}/metadata/default.meta": _conf_stanza("", {"export": "system"}),
+    }
+
+
+def _conf_stanza(name: str, settings: dict[str, str]) -> str:
+    lines = [f"[{name}]"]
+    for key, value in settings.items():
+        if "\n" in value:
+            raise UserError(f"{name}: {key} spans lines, which a .conf value cannot")
+        lines.append(f"{key} = {value}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Microsoft Sentinel: scheduled analytics rules, in the Azure-Sentinel content repository format
+
+
+def sentinel_rules(converted: Converted, options: dict[str, Any]) -> dict[str, str]:
+    import yaml
+
+    files = {}
+    for rule, query in converted:
+        _, _, _, severity = level(rule)
+        tactics, techniques = attack(rule)
+        document = {
+            "id": artifact_id(rule, options["name"]),
+            "name": rule.title,
+            "description": one_line(rule.description or ""),
+            "severity": severity,
+            "requiredDataConnectors": [
+                {"connectorId": "AzureKubernetes", "dataTypes": [options["table"]]}
+            ],
+            "queryFrequency": f"{SCHEDULE['interval_minutes']}m",
+            "queryPeriod": f"{SCHEDULE['lookback_minutes']}m",
+            "triggerOperator": "gt",
+            "triggerThreshold": 0,
+            "tactics": [name.replace(" ", "") for _, name in tactics],
+            "relevantTechniques": techniques,
+            "query": query + "\n" + options["entity_columns"] + "\n",
+            "entityMappings": [
+                {
+                    "entityType": "Account",
+                    "fieldMappings": [{"identifier": "Name", "columnName": "AccountName"}],
+                },
+                {
+                    "entityType": "IP",
+                    "fieldMappings": [{"identifier": "Address", "columnName": "IPAddress"}],
+                },
+            ],
+            "version": "1.0.0",
+            "kind": "Scheduled",
+        }
+        text = yaml.dump(
+            document, Dumper=_block_dumper(), sort_keys=False, width=100, allow_unicode=True
+        )
+        files[f"{Path(rule.source.path).stem}.yaml"] = text
+    return files
+
+
+def _block_dumper() -> type:
+    import yaml
+
+    class BlockDumper(yaml.SafeDumper):
+        """Multi-line strings as literal blocks (`query: |`), as Sentinel's content is written."""
+
+    def represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+        style = "|" if "\n" in data else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+    BlockDumper.add_representer(str, represent_str)
+    return BlockDumper
+
+
+# ---------------------------------------------------------------------------------------------
+# The rule card: one Markdown page per rule
+
+
+def rule_card(
+    rule: SigmaRule,
+    queries: Sequence[tuple[str, str, str, str]],
+    environments: Sequence[tuple[str, list[tuple[str, str]]]],
+    evidence: str,
+) -> str:
+    """queries: (target, platform, verified by, query) for the rule alone or, for a
+    platform-tied target, its environment; environments: (env, [(filter title, path)])."""
+    tactics, techniques = attack(rule)
+    stem = Path(rule.source.path).stem
+    lines = [
+        f"# {rule.title}",
+        "",
+        f"`{rule.id}` · level **{rule.level.name.lower() if rule.level else 'medium'}** · "
+        f"status {rule.status.name.lower() if rule.status else 'experimental'} · "
+        f"[rule](../../sigma/rules/{stem}.yml) · [triage guide](../../triage/{stem}.md)",
+        "",
+        one_line(rule.description or ""),
+        "",
+        "## ATT&CK",
+        "",
+        *(f"- {tid} {name}" for tid, name in tactics),
+        *(f"- {t} {TECHNIQUES[t]}" for t in techniques),
+        "",
+        "## Environments and their filters",
+        "",
+        "| environment | filters |",
+        "|---|---|",
+        *(
+            f"| `{env}` | "
+            + "; ".join(f"[{title}](../../{path})" for title, path in filters)
+            + " |"
+            for env, filters in environments
+        ),
+        "",
+        "## Queries and their evidence",
+        "",
+        evidence,
+        "",
+    ]
+    for target, platform, verified_by, query in queries:
+        lines += [f"### {target}: {platform}", "", f"Verified by: {verified_by}.", ""]
+        lines += ["```", query, "```", ""]
+    return "\n".join(lines)
