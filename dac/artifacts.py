@@ -222,7 +222,9 @@ def splunk_app(converted: Converted, options: dict[str, Any]) -> dict[str, str]:
         f"{app}/default/app.conf": app_conf,
         f"{app}/default/savedsearches.conf": "\n".join(searches),
         f"{app}/default/macros.conf": "\n".join(macros),
-        f"{app}/metadata/default.meta": _conf_stanza("", {"export": "system"}),
+        f"{app}/metadata/default.meta": "\n".join(
+            _conf_stanza(kind, {"export": "system"}) for kind in ("savedsearches", "macros")
+        ),
     }
 
 

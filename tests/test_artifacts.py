@@ -1,0 +1,128 @@
+"""The deployable artifacts: each parses with its format's own tooling where the registries
+have one, carries the rule's own metadata, and embeds exactly the query the engines ran."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+import yaml
+from addonfactory_splunk_conf_parser_lib import TABConfigParser
+from cases import load_cases, load_env_cases, raw_event
+from engines import run_kql, run_kql_azurediagnostics
+
+from convert import ARTIFACTS, QUERIES_DIR, TARGETS_BY_NAME
+from dac.artifacts import TECHNIQUES, triage_guide
+
+RULE_STEM = "credential_access_kubernetes_serviceaccount_token_requested"
+ARTIFACT = {a.name: a for a in ARTIFACTS}
+
+
+def variants_of(artifact_name: str) -> list[tuple[str, ...]]:
+    return TARGETS_BY_NAME[ARTIFACT[artifact_name].target].variants()
+
+
+KIBANA = [(n, v) for n in ARTIFACT if n.startswith("kibana-") for v in variants_of(n)]
+
+
+@pytest.mark.parametrize(
+    ("name", "variant"), KIBANA, ids=[f"{n}-{'+'.join(v) or 'rule'}" for n, v in KIBANA]
+)
+def test_kibana_rule(name, variant, generated, query_for, token_rule) -> None:
+    text = generated[QUERIES_DIR / name / "+".join(variant) / f"{RULE_STEM}.ndjson"]
+    (line,) = text.splitlines()
+    rule = json.loads(line)
+    target = ARTIFACT[name].target
+    assert rule["query"] == query_for(target, variant)
+    assert rule["rule_id"] == str(uuid.uuid5(token_rule.id, name))
+    assert (rule["type"], rule["language"]) == ("query", "lucene")
+    assert rule["index"] == list(ARTIFACT[name].options["index"])
+    assert (rule["name"], rule["severity"], rule["risk_score"]) == (token_rule.title, "medium", 47)
+    assert rule["false_positives"] == token_rule.falsepositives
+    assert rule["references"] == token_rule.references
+    assert rule["note"] == triage_guide(token_rule)
+    (threat,) = rule["threat"]
+    assert threat["tactic"]["id"] == "TA0006"
+    ids = {t["id"] for t in threat["technique"]} | {
+        s["id"] for t in threat["technique"] for s in t["subtechnique"]
+    }
+    assert ids == {"T1528", "T1552", "T1552.007"}
+    assert (rule["from"], rule["interval"]) == ("now-6m", "5m")
+
+
+SPLUNK = [("splunk-app", v) for v in variants_of("splunk-app")]
+
+
+@pytest.mark.parametrize(
+    ("name", "variant"), SPLUNK, ids=["+".join(v) or "rule" for _, v in SPLUNK]
+)
+def test_splunk_app(name, variant, generated, query_for, token_rule) -> None:
+    folder = QUERIES_DIR / name / "+".join(variant) / "k8s_token_detect"
+
+    def conf(path: str) -> TABConfigParser:
+        parser = TABConfigParser()
+        parser.read_string(generated[folder / path])
+        return parser
+
+    searches = conf("default/savedsearches.conf")
+    search = searches[token_rule.title]
+    assert search["search"] == query_for("splunk", variant)
+    assert search["cron_schedule"] == "*/5 * * * *"
+    assert (search["dispatch.earliest_time"], search["dispatch.latest_time"]) == ("-6m@m", "now")
+    assert (search["enableSched"], search["alert.track"], search["alert.severity"]) == (
+        "1",
+        "1",
+        "3",
+    )
+    macros = conf("default/macros.conf")
+    assert "kube_audit" in macros.sections()
+    assert macros[f"{token_rule.name}_filter"]["definition"] == "search *"
+    app = conf("default/app.conf")
+    assert app["package"]["id"] == "k8s_token_detect"
+    meta = conf("metadata/default.meta")
+    assert meta["savedsearches"]["export"] == meta["macros"]["export"] == "system"
+
+
+SENTINEL = [n for n in ARTIFACT if n.startswith("sentinel-rules-")]
+RUNNERS = {"AzureDiagnostics": run_kql_azurediagnostics}
+
+
+@pytest.mark.parametrize("name", SENTINEL)
+def test_sentinel_rule_runs_like_the_tested_query(
+    name, generated, query_for, token_rule, tmp_path
+) -> None:
+    (variant,) = variants_of(name)
+    target = ARTIFACT[name].target
+    document = yaml.safe_load(
+        generated[QUERIES_DIR / name / "+".join(variant) / f"{RULE_STEM}.yaml"]
+    )
+    tested = query_for(target, variant)
+    assert document["query"].startswith(tested + "\n| extend AccountName = ")
+    assert document["kind"] == "Scheduled" and document["severity"] == "Medium"
+    assert (document["queryFrequency"], document["queryPeriod"]) == ("5m", "6m")
+    assert (document["triggerOperator"], document["triggerThreshold"]) == ("gt", 0)
+    assert document["tactics"] == ["CredentialAccess"]
+    assert document["relevantTechniques"] == ["T1528", "T1552.007"]
+    assert {m["entityType"] for m in document["entityMappings"]} == {"Account", "IP"}
+    table = ARTIFACT[name].options["table"]
+    assert document["requiredDataConnectors"][0]["dataTypes"] == [table]
+    # the deployed query (with its entity columns) matches what the tested one matches
+    run = RUNNERS.get(table, run_kql)
+    events = [raw_event(c) for c in load_cases() + load_env_cases()]
+    assert run(document["query"].rstrip("\n"), token_rule, events, tmp_path) == run(
+        tested, token_rule, events, tmp_path
+    )
+
+
+def test_rule_card_shows_every_target_and_its_evidence(generated, query_for, token_rule) -> None:
+    card = generated[QUERIES_DIR / "cards" / f"{RULE_STEM}.md"]
+    assert card.startswith(f"# {token_rule.title}\n")
+    for target in TARGETS_BY_NAME.values():
+        assert f"### {target.name}: {target.platform}" in card
+        assert f"Verified by: {target.verified_by}." in card
+        assert query_for(target.name) in card
+    for technique in ("T1528", "T1552.007"):
+        assert f"{technique} {TECHNIQUES[technique]}" in card
+    labelled = len(load_cases()) + len(load_env_cases())
+    assert f"run over {labelled} labelled audit events" in card
