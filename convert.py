@@ -305,6 +305,13 @@ ARTIFACTS: tuple[Artifact, ...] = (
             },
         },
     ),
+    Artifact("loki-ruler", "loki", artifacts.loki_rules, {"group": "k8s-token-detect"}),
+    Artifact(
+        "opensearch-monitors",
+        "opensearch",
+        artifacts.opensearch_monitors,
+        {"indices": ("kubernetes-audit-*",)},
+    ),
     Artifact(
         "sentinel-rules-aksaudit",
         "sentinel-aksaudit",

@@ -277,7 +277,7 @@ def sentinel_rules(converted: Converted, options: dict[str, Any]) -> dict[str, s
             "kind": "Scheduled",
         }
         text = yaml.dump(
-            document, Dumper=_block_dumper(), sort_keys=False, width=100, allow_unicode=True
+            document, Dumper=_block_dumper(), sort_keys=False, width=10**6, allow_unicode=True
         )
         files[f"{Path(rule.source.path).stem}.yaml"] = text
     return files
@@ -345,3 +345,87 @@ def rule_card(
         lines += [f"### {target}: {platform}", "", f"Verified by: {verified_by}.", ""]
         lines += ["```", query, "```", ""]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Grafana Loki: a ruler rule group; OpenSearch: an Alerting monitor
+
+
+def loki_rules(converted: Converted, options: dict[str, Any]) -> dict[str, str]:
+    """A Loki ruler rule group: alert when the LogQL query returns any line in the window."""
+    import yaml
+
+    rules = []
+    for rule, query in converted:
+        severity, _, _, _ = level(rule)
+        window = f"{SCHEDULE['lookback_minutes']}m"
+        rules.append(
+            {
+                "alert": rule.name or Path(rule.source.path).stem,
+                "expr": f"sum(count_over_time({query} [{window}])) > 0",
+                "for": "0m",
+                "labels": {"severity": severity},
+                "annotations": {
+                    "summary": rule.title,
+                    "description": one_line(rule.description or ""),
+                    "sigma_id": str(rule.id),
+                },
+            }
+        )
+    document = {"groups": [{"name": options["group"], "interval": "5m", "rules": rules}]}
+    text = yaml.dump(document, Dumper=_block_dumper(), sort_keys=False, width=10**6)
+    return {"rules.yaml": text}
+
+
+def opensearch_monitors(converted: Converted, options: dict[str, Any]) -> dict[str, str]:
+    """OpenSearch Alerting query-level monitors (POST _plugins/_alerting/monitors), the
+    Lucene query in a query_string, over the index pattern the site ships audit logs to."""
+    files = {}
+    for rule, query in converted:
+        _, _, splunk_severity, _ = level(rule)
+        monitor = {
+            "type": "monitor",
+            "monitor_type": "query_level_monitor",
+            "name": rule.title,
+            "enabled": False,
+            "schedule": {"period": {"interval": SCHEDULE["interval_minutes"], "unit": "MINUTES"}},
+            "inputs": [
+                {
+                    "search": {
+                        "indices": list(options["indices"]),
+                        "query": {
+                            "size": 0,
+                            "query": {
+                                "bool": {
+                                    "filter": [
+                                        {"query_string": {"query": query}},
+                                        {
+                                            "range": {
+                                                "@timestamp": {
+                                                    "gte": f"now-{SCHEDULE['lookback_minutes']}m"
+                                                }
+                                            }
+                                        },
+                                    ]
+                                }
+                            },
+                        },
+                    }
+                }
+            ],
+            "triggers": [
+                {
+                    "name": f"{rule.title}: any event",
+                    "severity": str(splunk_severity),
+                    "condition": {
+                        "script": {
+                            "source": "ctx.results[0].hits.total.value > 0",
+                            "lang": "painless",
+                        }
+                    },
+                    "actions": [],
+                }
+            ],
+        }
+        files[f"{Path(rule.source.path).stem}.json"] = json.dumps(monitor, indent=2)
+    return files

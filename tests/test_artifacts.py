@@ -126,3 +126,36 @@ def test_rule_card_shows_every_target_and_its_evidence(generated, query_for, tok
         assert f"{technique} {TECHNIQUES[technique]}" in card
     labelled = len(load_cases()) + len(load_env_cases())
     assert f"run over {labelled} labelled audit events" in card
+
+
+LOKI = [("loki-ruler", v) for v in variants_of("loki-ruler")]
+
+
+@pytest.mark.parametrize(("name", "variant"), LOKI, ids=["+".join(v) or "rule" for _, v in LOKI])
+def test_loki_ruler_group(name, variant, generated, query_for, token_rule) -> None:
+    from test_logql import parse
+
+    document = yaml.safe_load(generated[QUERIES_DIR / name / "+".join(variant) / "rules.yaml"])
+    (group,) = document["groups"]
+    (alert,) = group["rules"]
+    assert alert["alert"] == token_rule.name
+    assert alert["expr"] == f"sum(count_over_time({query_for('loki', variant)} [6m])) > 0"
+    assert alert["labels"]["severity"] == "medium"
+    assert alert["annotations"]["sigma_id"] == str(token_rule.id)
+    assert parse([alert["expr"]]) == ["ok"]  # Grafana's grammar reads the metric query
+
+
+OPENSEARCH = [("opensearch-monitors", v) for v in variants_of("opensearch-monitors")]
+
+
+@pytest.mark.parametrize(
+    ("name", "variant"), OPENSEARCH, ids=["+".join(v) or "rule" for _, v in OPENSEARCH]
+)
+def test_opensearch_monitor(name, variant, generated, query_for, token_rule) -> None:
+    monitor = json.loads(generated[QUERIES_DIR / name / "+".join(variant) / f"{RULE_STEM}.json"])
+    assert monitor["monitor_type"] == "query_level_monitor" and monitor["name"] == token_rule.title
+    (search,) = monitor["inputs"]
+    assert search["search"]["indices"] == ["kubernetes-audit-*"]
+    query_string, window = search["search"]["query"]["query"]["bool"]["filter"]
+    assert query_string["query_string"]["query"] == query_for("opensearch", variant)
+    assert window["range"]["@timestamp"]["gte"] == "now-6m"
