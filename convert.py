@@ -405,8 +405,7 @@ def _pipeline_yaml(name: str) -> dict:
 
     path = PIPELINES_DIR / name
     try:
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=rules.yaml_loader())
     except (OSError, yaml.YAMLError) as error:
         raise UserError(f"{_rel(path)}: {error}; fix the pipeline YAML") from error
 
@@ -427,12 +426,9 @@ def _libyaml() -> Iterator[None]:
     parses its bundled schema, about 240 YAML documents, at start-up (0.37 s -> 0.04 s)."""
     import yaml
 
-    if not yaml.__with_libyaml__:
-        yield
-        return
     saved = yaml.safe_load, yaml.safe_load_all
-    yaml.safe_load = functools.partial(yaml.load, Loader=yaml.CSafeLoader)
-    yaml.safe_load_all = functools.partial(yaml.load_all, Loader=yaml.CSafeLoader)
+    yaml.safe_load = functools.partial(yaml.load, Loader=rules.yaml_loader())
+    yaml.safe_load_all = functools.partial(yaml.load_all, Loader=rules.yaml_loader())
     try:
         yield
     finally:

@@ -66,9 +66,8 @@ def parse(path: Path, root: Path | None) -> SigmaCollection:
     from sigma.collection import SigmaCollection
     from sigma.exceptions import SigmaRuleLocation
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        documents = list(yaml.load_all(path.read_text(encoding="utf-8"), Loader=loader))
+        documents = list(yaml.load_all(path.read_text(encoding="utf-8"), Loader=yaml_loader()))
         return SigmaCollection.from_dicts(
             documents, collect_errors=True, source=SigmaRuleLocation(path)
         )
@@ -77,6 +76,13 @@ def parse(path: Path, root: Path | None) -> SigmaCollection:
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or "not valid YAML"
         raise UserError(f"{relative(path, root)}: {problem}{at}; fix the YAML") from error
+
+
+def yaml_loader() -> type:
+    """PyYAML's safe loader, on libyaml's C parser where PyYAML was built with it."""
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def check_filters(

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import glob
 import io
 import json
@@ -209,13 +211,11 @@ SPARK_AUDIT_SCHEMA = (
 )
 
 
-def run_spark(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path) -> set[str]:
-    """Local PySpark: the audit log read as JSON lines into the k8s_audit table, the Spark SQL
-    run on it."""
+@functools.cache
+def spark_session() -> Any:
+    """One local Spark for the whole test run (it takes seconds to start), stopped at exit."""
     from pyspark.sql import SparkSession
 
-    log = tmp / "audit.jsonl"
-    log.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
     spark = (
         SparkSession.builder.master("local[1]")
         .appName("k8s-token-request-tests")
@@ -225,11 +225,18 @@ def run_spark(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path
         .config("spark.driver.host", "127.0.0.1")
         .getOrCreate()
     )
-    try:
-        spark.read.schema(SPARK_AUDIT_SCHEMA).json(str(log)).createOrReplaceTempView("k8s_audit")
-        return {row.auditID for row in spark.sql(query).select("auditID").collect()}
-    finally:
-        spark.stop()
+    atexit.register(spark.stop)
+    return spark
+
+
+def run_spark(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path) -> set[str]:
+    """Local PySpark: the audit log read as JSON lines into the k8s_audit table, the Spark SQL
+    run on it."""
+    log = tmp / "audit.jsonl"
+    log.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+    spark = spark_session()
+    spark.read.schema(SPARK_AUDIT_SCHEMA).json(str(log)).createOrReplaceTempView("k8s_audit")
+    return {row.auditID for row in spark.sql(query).select("auditID").collect()}
 
 
 # engine name -> (convert.py target it executes, runner)
