@@ -701,14 +701,16 @@ def list_targets() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.format != "text" and not args.check:
+        parser.error("--format goes with --check")
     try:
         if args.command == "replay":
             from dac.replay import run_replay
 
             collection = load_rules(args.env)
             queries = convert_target(REPLAY_TARGET, collection)
-            rules = [(rule, queries[rule_stem(rule)]) for rule in sigma_rules(collection)]
-            return run_replay(args.files, rules, sys.stdout, sys.stderr)
+            pairs = [(rule, queries[rule_stem(rule)]) for rule in sigma_rules(collection)]
+            return run_replay(args.files, pairs, sys.stdout, sys.stderr)
         if args.list:
             print(list_targets())
             return 0
