@@ -55,12 +55,17 @@ def rule_fields(rule: SigmaRule) -> list[str]:
     return found + [f for f in [*ALERT_FIELDS, *(rule.fields or [])] if f not in found]
 
 
+def path_parts(field: str) -> list[str]:
+    """The JSON members a Sigma field name walks: annotations.<key with dots> is two."""
+    head, _, rest = field.partition(".")
+    return [head, rest] if head in DOTTED_KEY_MEMBERS else field.split(".")
+
+
 def json_columns(fields: list[str]) -> dict[str, str]:
     """DuckDB read_json `columns`: the top-level members those paths need, with their types."""
     tree: dict[str, Any] = {}
     for field in fields:
-        head, _, rest = field.partition(".")
-        parts = [head, rest] if head in DOTTED_KEY_MEMBERS else field.split(".")
+        parts = path_parts(field)
         node = tree
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -77,8 +82,7 @@ def json_columns(fields: list[str]) -> dict[str, str]:
 
 def column_expression(field: str) -> str:
     """How the view reads one audit path out of the JSON columns."""
-    head, _, rest = field.partition(".")
-    parts = [head, rest] if head in DOTTED_KEY_MEMBERS else field.split(".")
+    parts = path_parts(field)
     return ".".join(_ident(part) for part in parts)
 
 

@@ -139,8 +139,8 @@ def gke_cloud_audit_log(event: dict[str, Any]) -> dict[str, Any] | None:
             if v
         },
     }
-    if gke_resource_name(event):
-        payload["resourceName"] = gke_resource_name(event)
+    if resource_name := gke_resource_name(event):
+        payload["resourceName"] = resource_name
     if status is not None:
         payload["status"] = {"code": GRPC_CODES.get(status, 2)}
     record = {
