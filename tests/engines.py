@@ -27,6 +27,13 @@ from shapes import (
 
 Runner = Callable[[str, Any, Sequence[dict[str, Any]], Path], set[str]]
 Shape = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+# A platform's mapping: the type of a document path ("keyword", "text", "long", or "none"
+# for a path kept in _source but not indexed).
+FieldTypes = Callable[[str], str]
+
+
+def all_keyword(path: str) -> str:
+    return "keyword"
 
 
 def shaped(events: Sequence[dict[str, Any]], shape: Shape) -> list[tuple[str, dict[str, Any]]]:
@@ -120,31 +127,51 @@ def lucene_classpath() -> str:
     return ":".join(jars)
 
 
-def lucene_runner(shape: Shape) -> Runner:
-    """A runner for Lucene query strings over documents in the given platform shape."""
+def lucene_runner(shape: Shape, mapping: FieldTypes = all_keyword) -> Runner:
+    """A runner for Lucene query strings over documents in the given platform shape, each
+    field indexed with the type the platform's mapping gives it."""
 
     def run(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path) -> set[str]:
-        return run_lucene(query, shaped(events, shape), tmp)
+        return run_lucene(query, shaped(events, shape), tmp, mapping)
 
     return run
 
 
-def run_lucene(query: str, docs: Sequence[tuple[str, dict[str, Any]]], tmp: Path) -> set[str]:
+def run_lucene(
+    query: str,
+    docs: Sequence[tuple[str, dict[str, Any]]],
+    tmp: Path,
+    mapping: FieldTypes = all_keyword,
+) -> set[str]:
     """Apache Lucene's classic QueryParser and MemoryIndex, as Elasticsearch's and OpenSearch's
-    query_string runs a Lucene query over keyword fields (tests/lucene/LuceneMatch.java)."""
+    query_string runs a Lucene query over fields of these types (tests/lucene/LuceneMatch.java):
+    keyword, text (standard analyzer), long; a field the mapping does not index is left out,
+    as Elasticsearch keeps it in _source only."""
 
     def escape(text: str) -> str:
         return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
 
-    lines = []
+    lines, types = [], {}
     for doc_id, doc in docs:
-        pairs = keyword_fields(doc)
+        pairs = []
+        for path, value in keyword_fields(doc):
+            kind = mapping(value if path == "_exists_" else path)
+            if kind == "none":
+                continue
+            if kind != "keyword" and path != "_exists_":
+                types[path] = kind
+            pairs.append((path, value))
         cells = [doc_id, *(cell for pair in pairs for cell in pair)]
         lines.append("\t".join(escape(cell) for cell in cells))
     query_file = tmp / "query.lucene"
     query_file.write_text(query, encoding="utf-8")
+    types_file = tmp / "types.tsv"
+    types_file.write_text(
+        "".join(f"{escape(path)}\t{kind}\n" for path, kind in sorted(types.items())),
+        encoding="utf-8",
+    )
     result = subprocess.run(
-        ["java", "-cp", lucene_classpath(), str(LUCENE_MAIN), str(query_file)],
+        ["java", "-cp", lucene_classpath(), str(LUCENE_MAIN), str(query_file), str(types_file)],
         input="\n".join(lines) + "\n",
         capture_output=True,
         text=True,
