@@ -54,6 +54,10 @@ class Target:
     platform: str
     data_source: str
     verified_by: str
+    # The vendor's own definition the field mapping follows (repository and path, or page);
+    # what no vendor source confirms is said in `unverified`.
+    source: str
+    unverified: str = ""
     backend_options: tuple[tuple[str, str], ...] = ()  # as `sigma convert -O key=value`
     # A data source that only one platform has (AKSAudit: AKS) is converted for that
     # platform's environment only; None: the rule as it is, and once per environment.
@@ -70,6 +74,13 @@ class Target:
         return [(), *((env,) for env in environments())]
 
 
+GKE_UNVERIFIED = (
+    "whether GKE logs TokenRequest at all: Elastic ships a rule on its method name, Panther "
+    "states GKE does not log it, and no real GKE record of it is public"
+)
+SUMO_UNVERIFIED = (
+    "whether = and in compare case-sensitively (Sumo documents it for like and matches only)"
+)
 TARGETS: tuple[Target, ...] = (
     Target(
         name="elastic-lucene",
@@ -77,8 +88,11 @@ TARGETS: tuple[Target, ...] = (
         pipelines=("elastic_kubernetes.yml",),
         extension="lucene",
         platform="Elastic (Kibana query, Lucene)",
-        data_source="logs-kubernetes.audit_logs-* (Kubernetes integration)",
+        data_source="logs-kubernetes.audit_logs-* (Kubernetes integration: audit log file, EKS "
+        "CloudWatch and AKS Event Hub inputs; not its GKE Pub/Sub input)",
         verified_by="Apache Lucene QueryParser + MemoryIndex (Elasticsearch query_string rules)",
+        source="elastic/integrations packages/kubernetes/data_stream/audit_logs/ "
+        "(fields/fields.yml, manifest.yml, elasticsearch/ingest_pipeline/default.yml)",
     ),
     Target(
         name="elastic-eql",
@@ -86,8 +100,11 @@ TARGETS: tuple[Target, ...] = (
         pipelines=("elastic_kubernetes.yml", "elastic_eql_case_sensitive.yml"),
         extension="eql",
         platform="Elastic Security (EQL rule / Timeline)",
-        data_source="logs-kubernetes.audit_logs-* (Kubernetes integration)",
+        data_source="logs-kubernetes.audit_logs-* (Kubernetes integration: audit log file, EKS "
+        "CloudWatch and AKS Event Hub inputs; not its GKE Pub/Sub input)",
         verified_by="Elastic eql engine (PythonEngine)",
+        source="elastic/integrations packages/kubernetes/data_stream/audit_logs/ "
+        "(fields/fields.yml, manifest.yml, elasticsearch/ingest_pipeline/default.yml)",
     ),
     Target(
         name="elastic-esql",
@@ -95,8 +112,11 @@ TARGETS: tuple[Target, ...] = (
         pipelines=("elastic_kubernetes.yml",),
         extension="esql",
         platform="Elastic (ES|QL)",
-        data_source="logs-kubernetes.audit_logs-* (Kubernetes integration)",
+        data_source="logs-kubernetes.audit_logs-* (Kubernetes integration: audit log file, EKS "
+        "CloudWatch and AKS Event Hub inputs; not its GKE Pub/Sub input)",
         verified_by="expected string only (no ES|QL engine here)",
+        source="elastic/integrations packages/kubernetes/data_stream/audit_logs/ "
+        "(fields/fields.yml, manifest.yml, elasticsearch/ingest_pipeline/default.yml)",
     ),
     Target(
         name="elastic-gke-lucene",
@@ -106,6 +126,10 @@ TARGETS: tuple[Target, ...] = (
         platform="Elastic (Kibana query, Lucene), GKE",
         data_source="logs-gcp.audit-* (GCP integration, GKE Cloud Audit Logs)",
         verified_by="Apache Lucene QueryParser + MemoryIndex (query_string rules)",
+        source="elastic/integrations packages/gcp/data_stream/audit/ (fields/fields.yml, "
+        "elasticsearch/ingest_pipeline/default.yml); GKE method names as in "
+        "elastic/detection-rules rules/integrations/gcp/",
+        unverified=GKE_UNVERIFIED,
         environments=("gke",),
     ),
     Target(
@@ -116,6 +140,10 @@ TARGETS: tuple[Target, ...] = (
         platform="Elastic Security (EQL), GKE",
         data_source="logs-gcp.audit-* (GCP integration, GKE Cloud Audit Logs)",
         verified_by="Elastic eql engine (PythonEngine)",
+        source="elastic/integrations packages/gcp/data_stream/audit/ (fields/fields.yml, "
+        "elasticsearch/ingest_pipeline/default.yml); GKE method names as in "
+        "elastic/detection-rules rules/integrations/gcp/",
+        unverified=GKE_UNVERIFIED,
         environments=("gke",),
     ),
     Target(
@@ -126,6 +154,10 @@ TARGETS: tuple[Target, ...] = (
         platform="Elastic (ES|QL), GKE",
         data_source="logs-gcp.audit-* (GCP integration, GKE Cloud Audit Logs)",
         verified_by="expected string only (no ES|QL engine here)",
+        source="elastic/integrations packages/gcp/data_stream/audit/ (fields/fields.yml, "
+        "elasticsearch/ingest_pipeline/default.yml); GKE method names as in "
+        "elastic/detection-rules rules/integrations/gcp/",
+        unverified=GKE_UNVERIFIED,
         environments=("gke",),
     ),
     Target(
@@ -136,6 +168,8 @@ TARGETS: tuple[Target, ...] = (
         platform="Elastic (Kibana query, Lucene), AKS",
         data_source="logs-azure.platformlogs-* (Azure integration, kube-audit records)",
         verified_by="Apache Lucene QueryParser + MemoryIndex (query_string rules)",
+        source="elastic/integrations packages/azure/data_stream/platformlogs/ "
+        "(properties a flattened field, properties.log parsed as JSON)",
         environments=("aks",),
     ),
     Target(
@@ -146,6 +180,8 @@ TARGETS: tuple[Target, ...] = (
         platform="Splunk (SPL search)",
         data_source="raw JSON audit events behind the `kube_audit` macro",
         verified_by="expected string only (no SPL engine here)",
+        source="splunk/security_content data_sources/kubernetes_audit.yml (sourcetype _json, "
+        "raw Event paths, arrays as name{})",
     ),
     Target(
         name="opensearch",
@@ -155,6 +191,9 @@ TARGETS: tuple[Target, ...] = (
         platform="OpenSearch (Dashboards query, Lucene)",
         data_source="raw audit JSON, dynamic mapping (.keyword sub-fields)",
         verified_by="Apache Lucene QueryParser + MemoryIndex (query_string rules)",
+        source="OpenSearch documentation, mappings/mapping-parameters/ignore-above (dynamic "
+        "mapping: text with a keyword sub-field, ignore_above 256)",
+        unverified="how the shipper lays out the event (raw JSON at the top level assumed)",
     ),
     Target(
         name="sentinel-aksaudit",
@@ -168,6 +207,8 @@ TARGETS: tuple[Target, ...] = (
         platform="Microsoft Sentinel / Azure Monitor Logs (KQL)",
         data_source="table AKSAudit (AKS resource-specific diagnostics)",
         verified_by="duckdb-kql (KQL on DuckDB)",
+        source="MicrosoftDocs/azure-reference-other azure-monitor-ref/tables/aksaudit.md, "
+        "aksauditadmin.md",
         environments=("aks",),
     ),
     Target(
@@ -183,6 +224,8 @@ TARGETS: tuple[Target, ...] = (
         platform="Microsoft Sentinel / Azure Monitor Logs (KQL)",
         data_source="table AKSAuditAdmin (AKS audit without get/list)",
         verified_by="duckdb-kql (KQL on DuckDB)",
+        source="MicrosoftDocs/azure-reference-other azure-monitor-ref/tables/aksaudit.md, "
+        "aksauditadmin.md",
         environments=("aks",),
     ),
     Target(
@@ -197,6 +240,10 @@ TARGETS: tuple[Target, ...] = (
         platform="Microsoft Sentinel / Azure Monitor Logs (KQL)",
         data_source="table AzureDiagnostics, Category kube-audit, Event in log_s (legacy)",
         verified_by="duckdb-kql (KQL on DuckDB)",
+        source="MicrosoftDocs/azure-aks-docs articles/aks/monitor-aks.md (Azure diagnostics "
+        "mode writes the categories kube-audit and kube-audit-admin to AzureDiagnostics)",
+        unverified="the log_s column holding the Event's JSON (public detection content, no "
+        "Microsoft table reference found)",
         environments=("aks",),
     ),
     Target(
@@ -207,6 +254,8 @@ TARGETS: tuple[Target, ...] = (
         platform="Grafana Loki (LogQL, Explore or an alerting rule)",
         data_source='JSON lines in the stream {job="kubernetes-audit"}',
         verified_by="Grafana's LogQL grammar (parses) + reviewed expected string",
+        source="grafana/loki docs/sources/query/log_queries/_index.md (json parser: nested keys "
+        "joined with _, other characters _, arrays skipped)",
     ),
     Target(
         name="logscale",
@@ -216,17 +265,38 @@ TARGETS: tuple[Target, ...] = (
         platform="CrowdStrike Falcon LogScale (search / alert)",
         data_source="raw audit JSON behind the saved search $kube_audit()",
         verified_by="expected string only (no LogScale engine here)",
+        source="LogScale documentation, parsers-create-parsing-json and syntax-array (parseJson "
+        "names members with . and elements with [n])",
     ),
     Target(
         name="sumologic-cse",
         backend="sumologic_cse",
-        pipelines=("sumologic_cse_kubernetes_audit.yml",),
+        pipelines=("sumologic_cse_kubernetes.yml", "sumologic_cse_kubernetes_audit.yml"),
         extension="json",
         platform="Sumo Logic Cloud SIEM (rule import JSON)",
-        data_source="records with metadata_vendor Kubernetes, product Audit; raw paths in fields",
+        data_source="records of vendor and product Kubernetes (Sumo's Kubernetes parser), the "
+        "Event under message.*",
         verified_by="expected string only (no Cloud SIEM engine here)",
+        source="SumoLogic/cloud-siem-content-catalog audit/parsers.json, "
+        "mappings/8136de4e-b137-444a-8a31-6343962d235b.md, audit/rules.json",
+        unverified=SUMO_UNVERIFIED,
         # no conversion time or git commit in the document: the output must be byte-stable
         backend_options=(("include_conversion_metadata", "false"),),
+    ),
+    Target(
+        name="sumologic-cse-eks",
+        backend="sumologic_cse",
+        pipelines=("sumologic_cse_eks.yml", "sumologic_cse_kubernetes_audit.yml"),
+        extension="json",
+        platform="Sumo Logic Cloud SIEM (rule import JSON), EKS",
+        data_source="records of cloud_provider AWS, cloud_service EKS (Sumo's AWS EKS parser), "
+        "the Event under message.*",
+        verified_by="expected string only (no Cloud SIEM engine here)",
+        source="SumoLogic/cloud-siem-content-catalog audit/parsers.json, "
+        "mappings/0b2fed6f-4039-4854-b6fe-b0035557bd54.md, audit/rules.json",
+        unverified=SUMO_UNVERIFIED,
+        backend_options=(("include_conversion_metadata", "false"),),
+        environments=("eks",),
     ),
     Target(
         name="cloudwatch-eks",
@@ -236,6 +306,8 @@ TARGETS: tuple[Target, ...] = (
         platform="AWS CloudWatch Logs Insights (EKS)",
         data_source="log group /aws/eks/<cluster>/cluster, streams kube-apiserver-audit-*",
         verified_by="expected string only (no Logs Insights engine here)",
+        source="AWS CloudWatch Logs documentation, CWL_AnalyzeLogData-discoverable-fields "
+        "(JSON members discovered as fields, nested with .)",
         environments=("eks",),
     ),
     Target(
@@ -246,6 +318,7 @@ TARGETS: tuple[Target, ...] = (
         platform="Databricks / Spark SQL data lake",
         data_source="table k8s_audit: raw audit JSON, nested (spark.read.json, Auto Loader)",
         verified_by="local PySpark (Spark SQL)",
+        source="the project's own table over the raw audit.k8s.io/v1 Event (no vendor mapping)",
     ),
     Target(
         name="duckdb",
@@ -255,6 +328,7 @@ TARGETS: tuple[Target, ...] = (
         platform="DuckDB / SQL data lake; `convert.py replay`",
         data_source="view k8s_audit: one column per audit Event path",
         verified_by="DuckDB (convert.py replay)",
+        source="the project's own table over the raw audit.k8s.io/v1 Event (no vendor mapping)",
     ),
 )
 TARGETS_BY_NAME = {target.name: target for target in TARGETS}
@@ -277,7 +351,12 @@ ARTIFACTS: tuple[Artifact, ...] = (
         "kibana-kubernetes",
         "elastic-lucene",
         artifacts.kibana_rules,
-        {"index": ("logs-kubernetes.audit_logs-*",), **KIBANA_LUCENE},
+        # AKS records from the Event Hub input: both audit categories, one auditID
+        {
+            "index": ("logs-kubernetes.audit_logs-*",),
+            "suppress_by": "kubernetes.audit.auditID",
+            **KIBANA_LUCENE,
+        },
     ),
     Artifact(
         "kibana-gke",
@@ -289,7 +368,11 @@ ARTIFACTS: tuple[Artifact, ...] = (
         "kibana-aks",
         "elastic-aks-lucene",
         artifacts.kibana_rules,
-        {"index": ("logs-azure.platformlogs-*",), **KIBANA_LUCENE},
+        {
+            "index": ("logs-azure.platformlogs-*",),
+            "suppress_by": "azure.platformlogs.properties.log.auditID",
+            **KIBANA_LUCENE,
+        },
     ),
     Artifact(
         "splunk-app",
@@ -310,7 +393,10 @@ ARTIFACTS: tuple[Artifact, ...] = (
         "opensearch-monitors",
         "opensearch",
         artifacts.opensearch_monitors,
-        {"indices": ("kubernetes-audit-*",)},
+        # Every audit Event has stageTimestamp (audit.k8s.io/v1: when the request reached this
+        # stage), which dynamic mapping makes a date; @timestamp exists only if the shipper
+        # adds it (Fluent Bit: Logstash_Format On).
+        {"indices": ("kubernetes-audit-*",), "time_field": "stageTimestamp"},
     ),
     Artifact(
         "sentinel-rules-aksaudit",
@@ -385,14 +471,14 @@ def convert_target(target: Target, collection: SigmaCollection) -> dict[str, str
             # pySigma's pipelines change the rule they process: convert a copy
             converted = backend.convert_rule(copy.deepcopy(rule))
         except SigmaError as error:
-            hint = (
-                "map the field in the pipeline or change the rule"
-                if isinstance(error, SigmaTransformationError)
-                else "fix the rule (check it with `sigma check`)"
-            )
+            message = ValueError.__str__(error)  # without pySigma's " in <file>": named first
+            if not isinstance(error, SigmaTransformationError):
+                message += "; fix the rule (check it with `sigma check`)"
+            elif message.startswith("The following fields are not mapped"):
+                message += "; map the field in the pipeline or change the rule"
+            # else a pipeline's own refusal, which says why and what to do
             raise UserError(
-                f"{_rel(rule.source.path)}: target {target.name} "
-                f"(pipeline {pipelines}): {error}; {hint}"
+                f"{_rel(rule.source.path)}: target {target.name} (pipeline {pipelines}): {message}"
             ) from error
         queries[rule_stem(rule)] = _as_text(backend.finalize(converted, backend.default_format))
     return queries
@@ -689,13 +775,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def list_targets() -> str:
-    rows = [("target", "platform", "data source", "verified by")]
-    rows += [(t.name, t.platform, t.data_source, t.verified_by) for t in TARGETS]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
+    """Every target as a block: platform, data, the vendor source of its field mapping, what
+    no vendor source confirms, and the engine that verifies its query."""
+    blocks = []
+    for t in TARGETS:
+        rows = [
+            ("platform", t.platform),
+            ("data", t.data_source),
+            ("mapping source", t.source),
+            *([("UNVERIFIED", t.unverified)] if t.unverified else []),
+            ("verified by", t.verified_by),
+        ]
+        blocks.append("\n".join([t.name, *(f"  {key + ':':<16}{value}" for key, value in rows)]))
+    return "\n\n".join(blocks)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -131,6 +131,14 @@ def kibana_rules(converted: Converted, options: dict[str, Any]) -> dict[str, str
             "max_signals": 100,
             "version": 1,
         }
+        if options.get("suppress_by"):
+            # Kibana query rules (8.8+) suppress alerts that share these field values within
+            # the duration: one alert per audited request where a platform logs it twice.
+            document["alert_suppression"] = {
+                "group_by": [options["suppress_by"]],
+                "duration": {"value": SCHEDULE["lookback_minutes"], "unit": "m"},
+                "missing_fields_strategy": "doNotSuppress",
+            }
         files[f"{Path(rule.source.path).stem}.ndjson"] = json.dumps(document, sort_keys=True)
     return files
 
@@ -379,7 +387,8 @@ def loki_rules(converted: Converted, options: dict[str, Any]) -> dict[str, str]:
 
 def opensearch_monitors(converted: Converted, options: dict[str, Any]) -> dict[str, str]:
     """OpenSearch Alerting query-level monitors (POST _plugins/_alerting/monitors), the
-    Lucene query in a query_string, over the index pattern the site ships audit logs to."""
+    Lucene query in a query_string, over the index pattern the site ships audit logs to,
+    windowed on options["time_field"]."""
     files = {}
     for rule, query in converted:
         _, _, splunk_severity, _ = level(rule)
@@ -401,7 +410,7 @@ def opensearch_monitors(converted: Converted, options: dict[str, Any]) -> dict[s
                                         {"query_string": {"query": query}},
                                         {
                                             "range": {
-                                                "@timestamp": {
+                                                options["time_field"]: {
                                                     "gte": f"now-{SCHEDULE['lookback_minutes']}m"
                                                 }
                                             }

@@ -38,6 +38,20 @@ class Case:
         return self.label.startswith("match_") != (engine in self.engine_exceptions)
 
 
+# How each corpus record was made (its `_source_kind`, corpus/README.md), as its case id says
+# it: only `real` records are exports from running clusters.
+SOURCE_KINDS = {
+    "real_capture": "real",
+    "vendor_test_fixture": "fixture",
+    "handwritten_test_case": "handwritten",
+    "doc_excerpt": "excerpt",
+}
+
+
+def source_kind(event: dict[str, Any]) -> str:
+    return SOURCE_KINDS[event["_source_kind"]]
+
+
 def corpus_events() -> list[dict[str, Any]]:
     return [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines()]
 
@@ -61,7 +75,7 @@ def load_cases() -> tuple[Case, ...]:
     exceptions = data.get("engine_exceptions") or {}
     cases = [
         Case(
-            f"corpus-L{n}-{labels.get(n) or default_label(event)}",
+            f"corpus-L{n}-{source_kind(event)}-{labels.get(n) or default_label(event)}",
             event,
             tuple(engine for engine, lines in exceptions.items() if n in lines),
         )

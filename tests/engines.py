@@ -18,9 +18,11 @@ from shapes import (
     AKS_AUDIT_STRINGS,
     aks_audit_row,
     aks_diagnostic_record,
+    aks_diagnostic_records,
     elastic_azure_platformlogs,
     elastic_gcp_audit,
     elastic_kubernetes,
+    elastic_kubernetes_types,
     gke_cloud_audit_log,
     opensearch_dynamic,
 )
@@ -198,16 +200,31 @@ def run_kql_azurediagnostics(
     query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path
 ) -> set[str]:
     """duckdb-kql over AzureDiagnostics rows: Category and the Event's JSON in log_s, as
-    AKS's diagnostic records land there in the legacy (Azure diagnostics) mode."""
-    records = [aks_diagnostic_record(event) for event in events]
-    rows = [[r["category"], r["properties"]["log"]] for r in records]
-    columns = [("Category", "VARCHAR"), ("log_s", "VARCHAR")]
-    return _kql_hits(query, "tostring(event.auditID)", "AzureDiagnostics", columns, rows)
+    AKS's diagnostic records land there in the legacy (Azure diagnostics) mode, from a
+    cluster that sends both audit categories."""
+    return set(azurediagnostics_results(query, events))
+
+
+def azurediagnostics_results(query: str, events: Sequence[dict[str, Any]]) -> list[str]:
+    """The auditID of every row the query returns, duplicates kept."""
+    rows = [
+        [record["category"], record["properties"]["log"], record["time"]]
+        for event in events
+        for record in aks_diagnostic_records(event)
+    ]
+    columns = [("Category", "VARCHAR"), ("log_s", "VARCHAR"), ("TimeGenerated", "TIMESTAMP")]
+    return _kql_rows(query, "tostring(event.auditID)", "AzureDiagnostics", columns, rows)
 
 
 def _kql_hits(
     query: str, case_id: str, table: str, columns: list[tuple[str, str]], rows: list[list[Any]]
 ) -> set[str]:
+    return set(_kql_rows(query, case_id, table, columns, rows))
+
+
+def _kql_rows(
+    query: str, case_id: str, table: str, columns: list[tuple[str, str]], rows: list[list[Any]]
+) -> list[str]:
     import duckdb_kql
 
     connection = duckdb_kql.connect()
@@ -216,7 +233,7 @@ def _kql_hits(
     placeholders = ", ".join("?" for _ in columns)
     connection.executemany(f'INSERT INTO "{table}" VALUES ({placeholders})', rows)
     result = duckdb_kql.kql(connection, f"{query}\n| project case_id = {case_id}")
-    return {case for (case,) in result.fetchall()}
+    return [case for (case,) in result.fetchall()]
 
 
 def _json_or_null(value: Any) -> str | None:
@@ -270,7 +287,7 @@ def run_spark(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path
 ENGINES: dict[str, tuple[str, Runner]] = {
     "eql": ("elastic-eql", eql_runner(elastic_kubernetes)),
     "duckdb": ("duckdb", run_duckdb),
-    "lucene": ("elastic-lucene", lucene_runner(elastic_kubernetes)),
+    "lucene": ("elastic-lucene", lucene_runner(elastic_kubernetes, elastic_kubernetes_types)),
     "opensearch-lucene": ("opensearch", lucene_runner(opensearch_dynamic)),
     "gke-eql": ("elastic-gke-eql", eql_runner(gke_elastic)),
     "gke-lucene": ("elastic-gke-lucene", lucene_runner(gke_elastic)),

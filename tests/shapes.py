@@ -40,10 +40,68 @@ def elastic_kubernetes(event: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+# The Kubernetes integration's mapping (packages/kubernetes/data_stream/audit_logs/fields/
+# fields.yml; manifest.yml maps the data stream `dynamic: false`): the kubernetes.audit paths
+# it declares, by type. Every other kubernetes.audit path is in _source only, not indexed.
+ELASTIC_KUBERNETES_AUDIT_TEXT = {
+    "user.groups",
+    "impersonatedUser.groups",
+    "sourceIPs",
+    "responseStatus.message",
+    "annotations.authorization_k8s_io/reason",
+    "requestObject.spec.containers.image",
+}
+ELASTIC_KUBERNETES_AUDIT_KEYWORD = {
+    *("apiVersion", "kind", "level", "auditID", "stage", "requestURI", "verb", "userAgent"),
+    *("user.username", "user.uid", "impersonatedUser.username", "impersonatedUser.uid"),
+    *(f"objectRef.{name}" for name in ("resource", "namespace", "name", "uid", "apiGroup")),
+    *(f"objectRef.{name}" for name in ("apiVersion", "resourceVersion", "subresource")),
+    "responseStatus.status",
+    "responseStatus.reason",
+    "annotations.authorization_k8s_io/decision",
+    "requestObject.spec.type",
+    "requestObject.spec.serviceAccountName",
+    "requestObject.spec.restartPolicy",
+    "requestObject.spec.containers.securityContext.capabilities.add",
+    "responseObject.roleRef.kind",
+}
+ELASTIC_KUBERNETES_AUDIT_LONG = {"responseStatus.code"}
+
+
+def elastic_kubernetes_types(path: str) -> str:
+    """The Elasticsearch type of a document path in the Kubernetes integration's data stream:
+    its fields.yml for kubernetes.audit.*, user.extra.* keyword (object_type keyword); the ECS
+    copies (event.*, user.*, user_agent.original, source.ip, client.ip) keyword-like (source.ip
+    is an `ip` field, which compares whole addresses like a keyword)."""
+    prefix = "kubernetes.audit."
+    if not path.startswith(prefix):
+        return "keyword"
+    member = path.removeprefix(prefix)
+    if member.startswith(("user.extra.", "impersonatedUser.extra.")):
+        return "keyword"
+    if member in ELASTIC_KUBERNETES_AUDIT_TEXT:
+        return "text"
+    if member in ELASTIC_KUBERNETES_AUDIT_LONG:
+        return "long"
+    return "keyword" if member in ELASTIC_KUBERNETES_AUDIT_KEYWORD else "none"
+
+
+# OpenSearch's dynamic mapping gives a string a keyword sub-field with ignore_above 256: a
+# longer value is kept in _source but not indexed there (OpenSearch documentation,
+# mappings/mapping-parameters/ignore-above).
+OPENSEARCH_KEYWORD_IGNORE_ABOVE = 256
+
+
 def opensearch_dynamic(event: dict[str, Any]) -> dict[str, Any]:
     """A document as OpenSearch's dynamic mapping indexes a raw audit Event shipped as JSON:
-    every string also as an exact `<path>.keyword` sub-field (numbers and booleans stay as
-    they are); keys with dots, like the annotations', become object paths."""
+    every string also as an exact `<path>.keyword` sub-field, unless longer than 256
+    characters (numbers and booleans stay as they are); keys with dots, like the
+    annotations', become object paths."""
+
+    def keyword(item: Any) -> Any:
+        strings = item if isinstance(item, list) else [item]
+        kept = [x for x in strings if len(x) <= OPENSEARCH_KEYWORD_IGNORE_ABOVE]
+        return kept if isinstance(item, list) else (kept[0] if kept else None)
 
     def with_keywords(value: Any) -> Any:
         if isinstance(value, dict):
@@ -52,7 +110,7 @@ def opensearch_dynamic(event: dict[str, Any]) -> dict[str, Any]:
                 out[key] = with_keywords(item)
                 strings = item if isinstance(item, list) else [item]
                 if strings and all(isinstance(x, str) for x in strings):
-                    out[f"{key}.keyword"] = item
+                    out[f"{key}.keyword"] = keyword(item)
             return out
         if isinstance(value, list):
             return [with_keywords(item) for item in value]
@@ -94,12 +152,19 @@ GRPC_CODES = {200: 0, 201: 0, 400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 409: 6, 
 
 
 def gke_method_name(event: dict[str, Any]) -> str:
-    """GKE's protoPayload.methodName: io.k8s.<group>.<version>.<resource>[.<sub>].<verb>,
-    the group as its first DNS label, "core" for the core group."""
+    """GKE's protoPayload.methodName: io.k8s.<group>.<version>.<resource>[.<sub>].<verb>, the
+    group "core" for the core group, else its DNS labels without the k8s.io suffix, reversed
+    (rbac.authorization.k8s.io -> authorization.rbac), as GKE writes it in the method names
+    elastic/detection-rules' GKE rules match (rules/integrations/gcp/
+    persistence_gcp_gke_cluster_admin_role_binding.toml: io.k8s.authorization.rbac.v1...;
+    persistence_gcp_gke_admission_webhook_created_or_modified.toml:
+    io.k8s.admissionregistration.v1...) and Google's GoogleCloudPlatform/khi tests
+    (io.k8s.apps.v1.deployments.scale.update). For groups outside k8s.io (custom resources)
+    no example is public: the same reversal is assumed, unverified."""
     ref = event.get("objectRef") or {}
-    group = (ref.get("apiGroup") or "core").split(".")[0]
-    parts = ["io.k8s", group, ref.get("apiVersion") or "v1", ref.get("resource")]
-    parts += [ref.get("subresource"), event.get("verb")]
+    labels = (ref.get("apiGroup") or "core").removesuffix(".k8s.io").split(".")
+    parts = ["io.k8s", ".".join(reversed(labels)), ref.get("apiVersion") or "v1"]
+    parts += [ref.get("resource"), ref.get("subresource"), event.get("verb")]
     return ".".join(part for part in parts if part)
 
 
@@ -153,6 +218,27 @@ def gke_cloud_audit_log(event: dict[str, Any]) -> dict[str, Any] | None:
     return record
 
 
+def elastic_kubernetes_gke_pubsub(record: dict[str, Any]) -> dict[str, Any]:
+    """A GKE Cloud Audit Log record as Elastic's Kubernetes integration indexes it from its GCP
+    Pub/Sub input (packages/kubernetes/data_stream/audit_logs/_dev/test/pipeline/
+    test-audit.log-expected.json, the GKE document): the record kept under kubernetes.audit
+    with protoPayload as it is, insertId as auditID, the labels as annotations (keys "." ->
+    "_"), the gRPC status as responseStatus.code; no verb, objectRef or user, and no ECS
+    copies of them. protoPayload is not in the data stream's fields.yml (dynamic: false), so
+    it is not searchable."""
+    payload = record["protoPayload"]
+    labels = record.get("labels") or {}
+    audit: dict[str, Any] = {
+        "auditID": record.get("insertId"),
+        "protoPayload": payload,
+        "resource": record.get("resource"),
+        "annotations": {key.replace(".", "_"): value for key, value in labels.items()},
+    }
+    if "status" in payload:
+        audit["responseStatus"] = {"code": payload["status"]["code"]}
+    return {"event": {"kind": "event"}, "kubernetes": {"audit": audit}}
+
+
 def elastic_gcp_audit(record: dict[str, Any]) -> dict[str, Any]:
     """A Cloud Audit Log record as Elastic's GCP integration indexes it (logs-gcp.audit-*,
     packages/gcp/data_stream/audit): event.action = methodName, client.user.email and
@@ -193,12 +279,13 @@ def elastic_gcp_audit(record: dict[str, Any]) -> dict[str, Any]:
 AKS_OPERATION = "Microsoft.ContainerService/managedClusters/diagnosticLogs/Read"
 
 
-def aks_diagnostic_record(event: dict[str, Any]) -> dict[str, Any]:
+def aks_diagnostic_record(event: dict[str, Any], category: str = "kube-audit") -> dict[str, Any]:
     """The Azure diagnostic record AKS writes for an audit Event (category kube-audit, the
     Event as a JSON string in properties.log), as Event Hubs and storage exports carry it.
-    tests/test_shapes.py checks it against the real AKS records in the corpus."""
+    tests/test_shapes.py checks it against the AKS records in the corpus (real exports among
+    them)."""
     return {
-        "category": "kube-audit",
+        "category": category,
         "operationName": AKS_OPERATION,
         "properties": {
             "log": json.dumps(event),
@@ -209,6 +296,16 @@ def aks_diagnostic_record(event: dict[str, Any]) -> dict[str, Any]:
         "/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/AKS",
         "time": event.get("stageTimestamp") or event.get("requestReceivedTimestamp"),
     }
+
+
+def aks_diagnostic_records(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every record AKS writes for an Event when a cluster sends both audit categories:
+    kube-audit, and kube-audit-admin unless the verb is get or list (MicrosoftDocs/
+    azure-reference-other azure-monitor-ref/tables/aksauditadmin.md)."""
+    records = [aks_diagnostic_record(event)]
+    if event.get("verb") not in ("get", "list"):
+        records.append(aks_diagnostic_record(event, "kube-audit-admin"))
+    return records
 
 
 def elastic_azure_platformlogs(record: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import yaml
 from addonfactory_splunk_conf_parser_lib import TABConfigParser
 from cases import load_cases, load_env_cases, raw_event
 from engines import run_kql, run_kql_azurediagnostics
+from shapes import elastic_kubernetes_types
 
 from convert import ARTIFACTS, QUERIES_DIR, TARGETS_BY_NAME
 from dac.artifacts import TECHNIQUES, triage_guide
@@ -49,6 +50,25 @@ def test_kibana_rule(name, variant, generated, query_for, token_rule) -> None:
     }
     assert ids == {"T1528", "T1552", "T1552.007"}
     assert (rule["from"], rule["interval"]) == ("now-6m", "5m")
+
+
+# Platforms that log one request twice (AKS's two audit categories) and the field Kibana
+# suppresses the second alert by: the audit ID, a field each integration indexes.
+SUPPRESSED_BY = {
+    "kibana-kubernetes": "kubernetes.audit.auditID",
+    "kibana-aks": "azure.platformlogs.properties.log.auditID",
+}
+
+
+@pytest.mark.parametrize("name", SUPPRESSED_BY)
+def test_kibana_rule_alerts_once_per_audited_request(name, generated) -> None:
+    for variant in variants_of(name):
+        text = generated[QUERIES_DIR / name / "+".join(variant) / f"{RULE_STEM}.ndjson"]
+        suppression = json.loads(text)["alert_suppression"]
+        assert suppression["group_by"] == [SUPPRESSED_BY[name]]
+        assert suppression["duration"] == {"value": 6, "unit": "m"}  # the rule's look-back
+        assert suppression["missing_fields_strategy"] == "doNotSuppress"
+    assert elastic_kubernetes_types("kubernetes.audit.auditID") == "keyword"
 
 
 SPLUNK = [("splunk-app", v) for v in variants_of("splunk-app")]
@@ -158,4 +178,4 @@ def test_opensearch_monitor(name, variant, generated, query_for, token_rule) -> 
     assert search["search"]["indices"] == ["kubernetes-audit-*"]
     query_string, window = search["search"]["query"]["query"]["bool"]["filter"]
     assert query_string["query_string"]["query"] == query_for("opensearch", variant)
-    assert window["range"]["@timestamp"]["gte"] == "now-6m"
+    assert window["range"]["stageTimestamp"]["gte"] == "now-6m"

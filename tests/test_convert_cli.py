@@ -68,14 +68,20 @@ def test_one_target_to_stdout_writes_nothing(repo: Path) -> None:
     assert snapshot(repo) == before
 
 
-def test_list_names_every_target_with_its_engine() -> None:
+def test_list_names_every_target_with_its_source_and_engine() -> None:
+    """--list gives, per target, the vendor source of its mapping, what is unverified (said
+    as such), and the engine that verifies it."""
     from convert import TARGETS
 
     result = run(ROOT, "--list")
     assert result.returncode == 0
+    blocks = {b.splitlines()[0]: b for b in result.stdout.strip().split("\n\n")}
+    assert set(blocks) == {t.name for t in TARGETS}
     for target in TARGETS:
-        line = next(row for row in result.stdout.splitlines() if row.startswith(target.name + " "))
-        assert target.verified_by in line
+        block = blocks[target.name]
+        assert f"verified by:    {target.verified_by}" in block
+        assert f"mapping source: {target.source}" in block
+        assert ("UNVERIFIED:" in block) == bool(target.unverified)
 
 
 def test_unknown_target_is_a_usage_error(repo: Path) -> None:
@@ -93,22 +99,22 @@ def test_broken_rule_yaml_is_one_clear_line_and_writes_nothing(repo: Path) -> No
 
 
 def test_unmapped_field_fails_the_whole_run_without_half_written_output(repo: Path) -> None:
-    """user.groups (an array) maps for some targets (Elastic's Kubernetes integration, first in
-    the table) but not for others (Loki's json parser drops arrays, GKE records have no
-    groups): a later target fails after earlier ones converted, and still nothing is written."""
+    """sourceIPs (an array) maps for some targets (Elastic's Kubernetes integration, first in
+    the table, to source.ip) but not for others (Loki's json parser drops arrays): a later
+    target fails after earlier ones converted, and still nothing is written."""
     rule = repo / RULE
     rule.write_text(
         rule.read_text().replace(
-            "    verb: create\n", "    verb: create\n    user.groups: admins\n"
+            "    verb: create\n", "    verb: create\n    sourceIPs: 10.0.0.1\n"
         )
     )
     before = snapshot(repo / "queries")
     line = one_error_line(run(repo))
-    assert "user.groups" in line and str(RULE) in line
+    assert "sourceIPs" in line and str(RULE) in line
     failed = re.search(r"\(pipeline pipelines/([\w.]+)", line)
     assert failed, line
-    assert "user.groups:" not in (repo / "pipelines" / failed.group(1)).read_text()
-    assert "user.groups:" in (repo / "pipelines" / "elastic_kubernetes.yml").read_text()
+    assert "sourceIPs:" not in (repo / "pipelines" / failed.group(1)).read_text()
+    assert "sourceIPs:" in (repo / "pipelines" / "elastic_kubernetes.yml").read_text()
     assert snapshot(repo / "queries") == before
 
 

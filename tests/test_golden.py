@@ -21,8 +21,9 @@ Review notes (what a SOC engineer checked in each):
   (case-sensitive: the backend's /i flag removed); `stage!=*` finds events without a stage;
   LogScale binds `or` tighter than the implicit `and`, as the CrowdStrike backend encodes,
   so the stage clause is one group.
-- Sumo Logic Cloud SIEM: the rule document's expression reads every raw path from fields[...];
-  the backend's isEmpty(stage) is rewritten to isEmpty(fields['stage']) by the pipeline.
+- Sumo Logic Cloud SIEM: selected as Sumo's own Kubernetes (or EKS) rules select; every raw
+  path read from fields['message.<path>'], where Sumo's parsers put the Event; the backend's
+  isEmpty(message.stage) is rewritten to isEmpty(fields['message.stage']) by the pipeline.
 - ES|QL: the Kubernetes integration's data stream in FROM; `==` and starts_with are exact
   and case sensitive, as Kubernetes user names are. A missing user.username makes the NOT
   null (no alert); a real audit Event always has one.
@@ -100,17 +101,39 @@ def test_golden(target: str, query_for) -> None:
     assert query_for(target) == EXPECTED[target]
 
 
-def test_sumologic_cse_rule_document(query_for, token_rule) -> None:
+SUMO_EXPRESSIONS = {
+    # Sumo's own Kubernetes rules select vendor and product Kubernetes and read raw paths as
+    # fields['message.<path>'] (SumoLogic/cloud-siem-content-catalog audit/rules.json)
+    "sumologic-cse": (
+        'metadata_vendor="Kubernetes" AND metadata_product="Kubernetes" '
+        "AND fields['message.verb']=\"create\" "
+        "AND fields['message.objectRef.resource']=\"serviceaccounts\" "
+        "AND fields['message.objectRef.subresource']=\"token\" "
+        'AND (fields[\'message.stage\'] in ("ResponseComplete", "Panic") '
+        "OR isEmpty(fields['message.stage'])) "
+        "AND !(fields['message.user.username'] matches /system:node:.*/ "
+        "OR fields['message.user.username']=\"system:kube-controller-manager\")"
+    ),
+    # and its EKS rules cloud_provider AWS and cloud_service EKS, with the eks filter
+    "sumologic-cse-eks": (
+        'cloud_provider="AWS" AND cloud_service="EKS" '
+        "AND fields['message.verb']=\"create\" "
+        "AND fields['message.objectRef.resource']=\"serviceaccounts\" "
+        "AND fields['message.objectRef.subresource']=\"token\" "
+        'AND (fields[\'message.stage\'] in ("ResponseComplete", "Panic") '
+        "OR isEmpty(fields['message.stage'])) "
+        "AND !(fields['message.user.username'] matches /system:node:.*/ "
+        "OR fields['message.user.username']=\"system:kube-controller-manager\") "
+        "AND !fields['message.user.username'] matches /eks:.*/"
+    ),
+}
+
+
+@pytest.mark.parametrize("target", SUMO_EXPRESSIONS)
+def test_sumologic_cse_rule_document(target: str, query_for, token_rule) -> None:
     """A rule import document that Cloud SIEM reads: valid JSON, one rule, the rule's name
     and ATT&CK tags, and the reviewed expression."""
-    (rule,) = json.loads(query_for("sumologic-cse"))["rules"]
+    (rule,) = json.loads(query_for(target))["rules"]
     assert rule["name"] == token_rule.title
     assert "_mitreAttackTechnique:T1528" in rule["tags"]
-    assert rule["expression"] == (
-        'metadata_vendor="Kubernetes" AND metadata_product="Audit" '
-        "AND fields['verb']=\"create\" AND fields['objectRef.resource']=\"serviceaccounts\" "
-        "AND fields['objectRef.subresource']=\"token\" "
-        "AND (fields['stage'] in (\"ResponseComplete\", \"Panic\") OR isEmpty(fields['stage'])) "
-        "AND !(fields['user.username'] matches /system:node:.*/ "
-        "OR fields['user.username']=\"system:kube-controller-manager\")"
-    )
+    assert rule["expression"] == SUMO_EXPRESSIONS[target]

@@ -63,3 +63,37 @@ def test_unmapped_field_fails_conversion(target, tmp_path) -> None:
     message = str(raised.value)
     assert "requestObject.spec.nodeName" in message
     assert target.pipelines[0] in message
+
+
+ELASTIC_KUBERNETES_TARGETS = [t for t in TARGETS if "elastic_kubernetes.yml" in t.pipelines]
+
+
+@pytest.mark.parametrize(
+    ("field", "reason"),
+    [
+        ("user.groups", "`text`"),  # fields.yml: analysed, never exact
+        ("annotations.authorization.k8s.io/reason", "`text`"),
+        ("annotations.authentication.kubernetes.io/issued-credential-id", "does not index"),
+        ("requestObject.spec.expirationSeconds", "does not index"),  # dynamic: false
+    ],
+)
+@pytest.mark.parametrize("target", ELASTIC_KUBERNETES_TARGETS, ids=lambda t: t.name)
+def test_elastic_refuses_what_its_kubernetes_integration_cannot_match_exactly(
+    target, field: str, reason: str, tmp_path
+) -> None:
+    from sigma.collection import SigmaCollection
+
+    from convert import convert_target
+    from dac import UserError
+
+    rule = (
+        (ROOT / RULE)
+        .read_text(encoding="utf-8")
+        .replace("    verb: create\n", f"    verb: create\n    {field}: x\n")
+    )
+    path = tmp_path / "rule_on_a_field_elastic_cannot_match.yml"
+    path.write_text(rule, encoding="utf-8")
+    with pytest.raises(UserError) as raised:
+        convert_target(target, SigmaCollection.load_ruleset([path]))
+    message = str(raised.value)
+    assert reason in message and target.name in message and "\n" not in message

@@ -1,0 +1,22 @@
+"""The README says what the code does: its table of mapping sources is the targets' own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from convert import TARGETS
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+MARKER = "<!-- mapping-sources: kept equal to convert.py's TARGETS by tests/test_readme.py -->"
+
+
+def test_readme_mapping_sources_are_the_targets_own() -> None:
+    lines = README.read_text(encoding="utf-8").splitlines()
+    start = lines.index(MARKER) + 1
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("| `"):
+            break
+        rows.append(line)
+    expected = [f"| `{t.name}` | {t.source} | {t.unverified or '-'} |" for t in TARGETS]
+    assert rows == expected
