@@ -318,7 +318,8 @@ TARGETS: tuple[Target, ...] = (
         platform="Databricks / Spark SQL data lake",
         data_source="table k8s_audit: raw audit JSON, nested (spark.read.json, Auto Loader)",
         verified_by="local PySpark (Spark SQL)",
-        source="the project's own table over the raw audit.k8s.io/v1 Event (no vendor mapping)",
+        source="kubernetes/apiserver pkg/apis/audit/v1/types.go (the raw Event; the table is "
+        "this project's own, no vendor mapping)",
     ),
     Target(
         name="duckdb",
@@ -328,7 +329,8 @@ TARGETS: tuple[Target, ...] = (
         platform="DuckDB / SQL data lake; `convert.py replay`",
         data_source="view k8s_audit: one column per audit Event path",
         verified_by="DuckDB (convert.py replay)",
-        source="the project's own table over the raw audit.k8s.io/v1 Event (no vendor mapping)",
+        source="kubernetes/apiserver pkg/apis/audit/v1/types.go (the raw Event; the table is "
+        "this project's own, no vendor mapping)",
     ),
 )
 TARGETS_BY_NAME = {target.name: target for target in TARGETS}
@@ -602,10 +604,10 @@ def rule_cards(
     )
     cards: dict[Path, str] = {}
     first = {t.name: t.variants()[0] for t in TARGETS}
-    by_rule: dict[str, tuple[SigmaRule, list[tuple[str, str, str, str]]]] = {}
+    by_rule: dict[str, tuple[SigmaRule, list[tuple[str, ...]]]] = {}
     for target in TARGETS:
         for rule, query in converted.get((target.name, first[target.name]), []):
-            row = (target.name, target.platform, target.verified_by, query)
+            row = (target.name, target.platform, target.verified_by, target.unverified, query)
             by_rule.setdefault(rule_stem(rule), (rule, []))[1].append(row)
     for stem, (rule, rows) in by_rule.items():
         cards[QUERIES_DIR / "cards" / f"{stem}.md"] = artifacts.rule_card(

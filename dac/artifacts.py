@@ -311,11 +311,11 @@ def _block_dumper() -> type:
 
 def rule_card(
     rule: SigmaRule,
-    queries: Sequence[tuple[str, str, str, str]],
+    queries: Sequence[tuple[str, ...]],
     environments: Sequence[tuple[str, list[tuple[str, str]]]],
     evidence: str,
 ) -> str:
-    """queries: (target, platform, verified by, query) for the rule alone or, for a
+    """queries: (target, platform, verified by, unverified, query) for the rule alone or, for a
     platform-tied target, its environment; environments: (env, [(filter title, path)])."""
     tactics, techniques = attack(rule)
     stem = Path(rule.source.path).stem
@@ -349,8 +349,10 @@ def rule_card(
         evidence,
         "",
     ]
-    for target, platform, verified_by, query in queries:
+    for target, platform, verified_by, unverified, query in queries:
         lines += [f"### {target}: {platform}", "", f"Verified by: {verified_by}.", ""]
+        if unverified:
+            lines += [f"**Unverified**: {unverified}.", ""]
         lines += ["```", query, "```", ""]
     return "\n".join(lines)
 

@@ -141,6 +141,7 @@ def test_rule_card_shows_every_target_and_its_evidence(generated, query_for, tok
     for target in TARGETS_BY_NAME.values():
         assert f"### {target.name}: {target.platform}" in card
         assert f"Verified by: {target.verified_by}." in card
+        assert (f"**Unverified**: {target.unverified}." in card) == bool(target.unverified)
         assert query_for(target.name) in card
     for technique in ("T1528", "T1552.007"):
         assert f"{technique} {TECHNIQUES[technique]}" in card

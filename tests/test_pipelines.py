@@ -97,3 +97,15 @@ def test_elastic_refuses_what_its_kubernetes_integration_cannot_match_exactly(
         convert_target(target, SigmaCollection.load_ruleset([path]))
     message = str(raised.value)
     assert reason in message and target.name in message and "\n" not in message
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=[t.name for t in TARGETS])
+def test_every_target_pipeline_cites_its_vendor_source(target) -> None:
+    """The pipelines that map the fields say where the mapping comes from, as --list does:
+    each repository or page --list names is cited in them."""
+    text = "".join((ROOT / "pipelines" / name).read_text() for name in target.pipelines)
+    head = target.source.split(" (")[0]
+    cited = [word.rstrip(",;") for word in head.split() if "/" in word or "-" in word]
+    assert cited, target.source
+    missing = [word for word in cited if word not in text]
+    assert not missing, f"{target.pipelines} do not cite {missing}"
