@@ -7,7 +7,8 @@
 //
 // usage: java -cp <lucene core, queryparser, memory jars> LuceneMatch.java QUERY_FILE < DOCS
 // DOCS: one document per line: id, then field TAB value pairs, all TAB-separated, with
-// backslash, tab and newline escaped as \\ \t \n. Prints the ids of the documents that match.
+// backslash, tab, line feed and carriage return escaped as \\ \t \n \r. Prints the ids of the
+// documents that match.
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
 import java.nio.charset.StandardCharsets;
@@ -58,7 +59,7 @@ public class LuceneMatch {
             char c = s.charAt(i);
             if (c == '\\' && i + 1 < s.length()) {
                 char n = s.charAt(++i);
-                out.append(n == 't' ? '\t' : n == 'n' ? '\n' : n);
+                out.append(n == 't' ? '\t' : n == 'n' ? '\n' : n == 'r' ? '\r' : n);
             } else {
                 out.append(c);
             }
