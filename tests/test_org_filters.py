@@ -339,3 +339,111 @@ def test_generated_values_exclude_exactly_what_the_reference_excludes(
         if (f"u{n}" in alerted) == any(reference_excludes(with_modifier(*v), name) for v in kept)
     ]
     assert wrong == [], f"{engine}: {wrong[:10]} with values {kept}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixed regressions, one per finding (issue 9)
+
+WHITESPACE_VALUES = [
+    ("", [("lit", c) for c in "ci-bot\tx"]),
+    ("", [("lit", c) for c in "line\nfeed"]),
+    ("", [("lit", c) for c in "carriage\rreturn"]),
+    ("", [("lit", c) for c in "wide\u3000space"]),
+    ("|contains", [("lit", c) for c in "g\th"]),
+]
+WHITESPACE_USERS = {
+    "ci-bot\tx": False,
+    "line\nfeed": False,
+    "carriage\rreturn": False,
+    "wide\u3000space": False,
+    "zg\thz": False,
+    "ci-bot": True,  # the pieces a query parser would split a value into
+    "x": True,
+    "line": True,
+    "feed": True,
+    "wide": True,
+    "space": True,
+    "g": True,
+    "zgz": True,
+}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_tabs_line_breaks_and_unicode_spaces_exclude_only_the_listed_user(
+    engine: str, tmp_path
+) -> None:
+    """Lucene split such a value into terms (the listed user alerted, its pieces were
+    silenced); EQL and KQL could not parse the query at all."""
+    query, rule, kept, refused = convert_refusing(engine, WHITESPACE_VALUES, tmp_path)
+    assert refused == []
+    names = list(WHITESPACE_USERS)
+    alerted = ENGINES[engine][1](
+        query, rule, [event(f"u{n}", name) for n, name in enumerate(names)], tmp_path
+    )
+    assert {name for n, name in enumerate(names) if f"u{n}" in alerted} == {
+        name for name, alerts in WHITESPACE_USERS.items() if alerts
+    }
+
+
+def test_spark_wildcard_values_are_case_sensitive(tmp_path) -> None:
+    """`rlike '(?isu)...'` ignored case: the upper-case look-alike was silenced."""
+    value = [("lit", c) for c in "ci:deploy"] + [ANY] + [("lit", c) for c in "er"]
+    query, rule, _, _ = convert_refusing("spark", [("", value)], tmp_path)
+    users = ["ci:deployer", "ci:deploy-x-er", "CI:DEPLOYER", "ci:Deployer"]
+    alerted = ENGINES["spark"][1](query, rule, [event(user, user) for user in users], tmp_path)
+    assert alerted == {"CI:DEPLOYER", "ci:Deployer"}
+
+
+def refusal(target: str, value: str, tmp_path) -> str:
+    """The one error line converting a filter with this value gives for the target."""
+    from dac import UserError
+
+    text = f"""title: One value
+id: 4d5e6f70-8192-4a3b-9c4d-5e6f70819203
+status: test
+logsource:
+  product: kubernetes
+  service: audit
+filter:
+  rules:
+    - kubernetes_serviceaccount_token_requested
+  selection:
+    user.username: {json.dumps(value)}
+  condition: not selection
+"""
+    folder = filters_with(tmp_path, text)
+    t = TARGETS_BY_NAME[target]
+    collection = load_rules(RULES_DIR, folder, t.variants()[0], ROOT)
+    with pytest.raises(UserError) as error:
+        convert_target(t, collection)
+    line = str(error.value)
+    assert len(line.splitlines()) == 1 and ADVERSARIAL.name in line, line
+    return line
+
+
+@pytest.mark.parametrize(
+    ("target", "value", "reason"),
+    [
+        # KQL: `matches regex` / `contains ... and contains ...`, unanchored
+        ("sentinel-aksaudit", "system:serviceaccount:*:deployer", "unanchored"),
+        ("sentinel-azurediagnostics", "ci-?ot", "? wildcard"),
+        # Loki: \* became `\\.*`; a backtick switched to a case-insensitive "(?i)..." string
+        ("loki", "deploy\\*bot", "literal * or ?"),
+        ("loki", "q\\?x", "literal * or ?"),
+        ("loki", "semi`tick", "backtick"),
+        # SPL cannot escape a star (Splunk Search Manual), and has no ? wildcard
+        ("splunk", "deploy\\*bot", "literal *"),
+        ("splunk", "ci-?ot", "single-character wildcard"),
+        # ES|QL: the backend's \* is no escape in an ES|QL string; Sumo documents none
+        ("elastic-esql", "deploy\\*bot", "literal * or ?"),
+        ("sumologic-cse", "deploy\\*bot", "literal * or ?"),
+        # no engine verifies a line break on these
+        ("logscale", "a\nb", "tab or line break"),
+        ("cloudwatch-eks", "a\tb", "tab or line break"),
+    ],
+)
+def test_a_value_a_target_cannot_carry_exactly_is_refused(
+    target: str, value: str, reason: str, tmp_path
+) -> None:
+    line = refusal(target, value, tmp_path)
+    assert f"target {target}: user.username value " in line and reason in line, line
