@@ -33,7 +33,9 @@ from dac.rules import rule_stem, sigma_rules
 if TYPE_CHECKING:  # pySigma is imported where it is used: --help and --list stay instant
     from sigma.collection import SigmaCollection
     from sigma.conversion.base import Backend
+    from sigma.processing.pipeline import ProcessingPipeline
     from sigma.rule import SigmaRule
+    from sigma.types import SigmaString
 
 ROOT = Path(__file__).resolve().parent
 RULES_DIR = ROOT / "sigma" / "rules"
@@ -85,7 +87,7 @@ TARGETS: tuple[Target, ...] = (
     Target(
         name="elastic-lucene",
         backend="lucene",
-        pipelines=("elastic_kubernetes.yml",),
+        pipelines=("elastic_kubernetes.yml", "lucene_exact_values.yml"),
         extension="lucene",
         platform="Elastic (Kibana query, Lucene)",
         data_source="logs-kubernetes.audit_logs-* (Kubernetes integration: audit log file, EKS "
@@ -109,7 +111,7 @@ TARGETS: tuple[Target, ...] = (
     Target(
         name="elastic-esql",
         backend="esql",
-        pipelines=("elastic_kubernetes.yml",),
+        pipelines=("elastic_kubernetes.yml", "elastic_esql_strings.yml"),
         extension="esql",
         platform="Elastic (ES|QL)",
         data_source="logs-kubernetes.audit_logs-* (Kubernetes integration: audit log file, EKS "
@@ -121,7 +123,7 @@ TARGETS: tuple[Target, ...] = (
     Target(
         name="elastic-gke-lucene",
         backend="lucene",
-        pipelines=("elastic_gcp_gke_audit.yml",),
+        pipelines=("elastic_gcp_gke_audit.yml", "lucene_exact_values.yml"),
         extension="lucene",
         platform="Elastic (Kibana query, Lucene), GKE",
         data_source="logs-gcp.audit-* (GCP integration, GKE Cloud Audit Logs)",
@@ -149,7 +151,7 @@ TARGETS: tuple[Target, ...] = (
     Target(
         name="elastic-gke-esql",
         backend="esql",
-        pipelines=("elastic_gcp_gke_audit.yml",),
+        pipelines=("elastic_gcp_gke_audit.yml", "elastic_esql_strings.yml"),
         extension="esql",
         platform="Elastic (ES|QL), GKE",
         data_source="logs-gcp.audit-* (GCP integration, GKE Cloud Audit Logs)",
@@ -163,7 +165,7 @@ TARGETS: tuple[Target, ...] = (
     Target(
         name="elastic-aks-lucene",
         backend="lucene",
-        pipelines=("elastic_azure_aks_audit.yml",),
+        pipelines=("elastic_azure_aks_audit.yml", "lucene_exact_values.yml"),
         extension="lucene",
         platform="Elastic (Kibana query, Lucene), AKS",
         data_source="logs-azure.platformlogs-* (Azure integration, kube-audit records)",
@@ -186,7 +188,7 @@ TARGETS: tuple[Target, ...] = (
     Target(
         name="opensearch",
         backend="opensearch_lucene",
-        pipelines=("opensearch_kubernetes_audit.yml",),
+        pipelines=("opensearch_kubernetes_audit.yml", "lucene_exact_values.yml"),
         extension="lucene",
         platform="OpenSearch (Dashboards query, Lucene)",
         data_source="raw audit JSON, dynamic mapping (.keyword sub-fields)",
@@ -199,6 +201,7 @@ TARGETS: tuple[Target, ...] = (
         name="sentinel-aksaudit",
         backend="kusto",
         pipelines=(
+            "kusto_values_escaped.yml",
             "microsoft_sentinel_aksaudit.yml",
             "kusto_case_sensitive.yml",
             "kusto_backend_fixes.yml",
@@ -215,6 +218,7 @@ TARGETS: tuple[Target, ...] = (
         name="sentinel-aksauditadmin",
         backend="kusto",
         pipelines=(
+            "kusto_values_escaped.yml",
             "microsoft_sentinel_aksaudit.yml",
             "microsoft_sentinel_table_aksauditadmin.yml",
             "kusto_case_sensitive.yml",
@@ -232,6 +236,7 @@ TARGETS: tuple[Target, ...] = (
         name="sentinel-azurediagnostics",
         backend="kusto",
         pipelines=(
+            "kusto_values_escaped.yml",
             "microsoft_sentinel_azurediagnostics.yml",
             "kusto_case_sensitive.yml",
             "kusto_backend_fixes.yml",
@@ -472,8 +477,16 @@ def convert_target(target: Target, collection: SigmaCollection) -> dict[str, str
         try:
             # pySigma's pipelines change the rule they process: convert a copy
             converted = backend.convert_rule(copy.deepcopy(rule))
+            output = backend.finalize(converted, backend.default_format)
         except SigmaError as error:
-            message = ValueError.__str__(error)  # without pySigma's " in <file>": named first
+            refused = refused_value(pipeline, rule)
+            if refused is not None:
+                where, field, value, reason = refused
+                raise UserError(
+                    f"{_rel(where)}: target {target.name}: {field} value "
+                    f"{rules.sigma_text(value)}: {reason}"
+                ) from error
+            message = _one_line(ValueError.__str__(error))  # pySigma's " in <file>" left out
             if not isinstance(error, SigmaTransformationError):
                 message += "; fix the rule (check it with `sigma check`)"
             elif message.startswith("The following fields are not mapped"):
@@ -482,8 +495,53 @@ def convert_target(target: Target, collection: SigmaCollection) -> dict[str, str
             raise UserError(
                 f"{_rel(rule.source.path)}: target {target.name} (pipeline {pipelines}): {message}"
             ) from error
-        queries[rule_stem(rule)] = _as_text(backend.finalize(converted, backend.default_format))
+        except Exception as error:  # the backend's own failure, e.g. on |cased or |exists
+            raise UserError(
+                f"{_rel(rule.source.path)}: target {target.name}: the {target.backend} backend "
+                f"cannot convert it ({type(error).__name__}: {_one_line(error)}); remove what "
+                "it names from the rule or filter (a modifier such as |cased or |exists)"
+            ) from error
+        queries[rule_stem(rule)] = _as_text(output)
     return queries
+
+
+def _one_line(error: object) -> str:
+    return " ".join(str(error).split())
+
+
+def refused_value(
+    pipeline: ProcessingPipeline, rule: SigmaRule
+) -> tuple[object, str, SigmaString, str] | None:
+    """The first value a pipeline's detection_item_failure refuses: (its file, field, value,
+    the pipeline's message), found with the pipeline's own conditions; None if none does."""
+    from sigma.processing.transformations import DetectionItemFailureTransformation
+    from sigma.rule import SigmaDetection
+    from sigma.types import SigmaString
+
+    def items(detection: SigmaDetection) -> Iterator[Any]:
+        for entry in detection.detection_items:
+            yield from items(entry) if isinstance(entry, SigmaDetection) else (entry,)
+
+    failures = [
+        item
+        for item in pipeline.items
+        if isinstance(item.transformation, DetectionItemFailureTransformation)
+    ]
+    for failure in failures:
+        conditions = failure.detection_item_conditions
+        for detection in rule.detection.detections.values():
+            for item in items(detection):
+                for value in item.value:
+                    if (
+                        isinstance(value, SigmaString)
+                        and conditions
+                        and all(
+                            getattr(c, "match_value", lambda _: False)(value) for c in conditions
+                        )
+                    ):
+                        where = item.source or rule.source
+                        return where, item.field, value, failure.transformation.message
+    return None
 
 
 @functools.cache

@@ -9,6 +9,7 @@ ATT&CK names for the ids, which Sigma rules do not carry, come from ATTACK below
 from __future__ import annotations
 
 import json
+import unicodedata
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -174,7 +175,21 @@ def _kibana_techniques(techniques: list[str]) -> list[dict[str, Any]]:
 def splunk_app(converted: Converted, options: dict[str, Any]) -> dict[str, str]:
     app = options["app"]
     searches, macros = [], [_conf_stanza(options["input_macro"], options["input_macro_conf"])]
+    titles: dict[str, SigmaRule] = {}
     for rule, query in converted:
+        where = _source(rule)
+        if rule.title in titles:  # Splunk keeps one of two same-named stanzas, silently
+            raise UserError(
+                f"{where}: title '{rule.title}' is also the title of "
+                f"{_source(titles[rule.title])}, and a savedsearches.conf stanza "
+                "is named by it (Splunk would keep only one); give each rule its own title"
+            )
+        titles[rule.title] = rule
+        if not _conf_safe(rule.title):
+            raise UserError(
+                f"{where}: title {rule.title!r} has a control character or line break, which a "
+                ".conf stanza name cannot hold; write the title on one plain line"
+            )
         _, _, splunk_severity, _ = level(rule)
         tactics, techniques = attack(rule)
         searches.append(
@@ -236,10 +251,22 @@ def splunk_app(converted: Converted, options: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def _source(rule: SigmaRule) -> str:
+    path = Path(rule.source.path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def _conf_safe(text: str) -> bool:
+    """No control character (CR, LF, tab...) or other line break, which .conf lines cannot hold."""
+    return len(text.splitlines()) <= 1 and not any(unicodedata.category(c) == "Cc" for c in text)
+
+
 def _conf_stanza(name: str, settings: dict[str, str]) -> str:
+    if not _conf_safe(name):
+        raise UserError(f"stanza name {name!r} has a control character; a .conf line cannot")
     lines = [f"[{name}]"]
     for key, value in settings.items():
-        if "\n" in value:
+        if len(value.splitlines()) > 1 or "\r" in value:
             raise UserError(f"{name}: {key} spans lines, which a .conf value cannot")
         lines.append(f"{key} = {value}")
     return "\n".join(lines) + "\n"

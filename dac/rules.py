@@ -9,7 +9,8 @@ not its rules' (pySigma would ignore it silently), is an error.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,9 @@ from dac import UserError
 if TYPE_CHECKING:
     from sigma.collection import SigmaCollection
     from sigma.rule import SigmaRule
+    from sigma.types import SigmaString
+
+    from sigma.filters import SigmaFilter
 
 ORG = "org"  # sigma/filters/org/: the organisation's own filters, always applied
 
@@ -67,7 +71,9 @@ def parse(path: Path, root: Path | None) -> SigmaCollection:
     from sigma.exceptions import SigmaRuleLocation
 
     try:
-        documents = list(yaml.load_all(path.read_text(encoding="utf-8"), Loader=yaml_loader()))
+        text = path.read_text(encoding="utf-8")
+        _refuse_aliases(text, path, root)
+        documents = list(yaml.load_all(text, Loader=yaml_loader()))
         return SigmaCollection.from_dicts(
             documents, collect_errors=True, source=SigmaRuleLocation(path)
         )
@@ -76,6 +82,21 @@ def parse(path: Path, root: Path | None) -> SigmaCollection:
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or "not valid YAML"
         raise UserError(f"{relative(path, root)}: {problem}{at}; fix the YAML") from error
+
+
+def _refuse_aliases(text: str, path: Path, root: Path | None) -> None:
+    """Refuse YAML aliases (*name) before anything is built from them: an alias repeats a
+    node, and nested ones grow without bound (an alias bomb). The parser's events are read
+    one at a time, so nothing is expanded here."""
+    import yaml
+
+    for event in yaml.parse(text, Loader=yaml_loader()):
+        if isinstance(event, yaml.AliasEvent):
+            mark = event.start_mark
+            raise UserError(
+                f"{relative(path, root)}: YAML alias *{event.anchor} at line {mark.line + 1}, "
+                f"column {mark.column + 1}; write the value out instead (aliases are refused)"
+            )
 
 
 def yaml_loader() -> type:
@@ -100,6 +121,11 @@ def check_filters(
             where = relative(item.source, root)
             for error in item.errors:
                 raise UserError(f"{where}: {error}; fix the filter")
+            check_exclusion(item, where)
+            for field, value in filter_values(item):
+                problem = value_problem(value)
+                if problem:
+                    raise UserError(f"{where}: {field} value {sigma_text(value)} {problem}")
             refs = item.filter.rules
             named = rules if isinstance(refs, str) else [_named(ref, by_ref, where) for ref in refs]
             for rule in named:
@@ -109,6 +135,104 @@ def check_filters(
                         f"the rule's {_logsource(rule.logsource)}, so pySigma would ignore it; "
                         "give the filter the rule's logsource"
                     )
+
+
+def check_exclusion(item: SigmaFilter, where: str) -> None:
+    """A filter only excludes: every selection in its condition is under a `not`. One that
+    is not would narrow the rule to the events it names (pySigma ANDs it to the rule)."""
+    from sigma.conditions import SigmaCondition
+
+    for condition in item.filter.condition:
+        if not _only_negated(SigmaCondition(condition, item.filter, item.source).parsed):
+            raise UserError(
+                f"{where}: condition '{condition}' is not an exclusion: a selection outside "
+                "`not` would make the rule alert only on the events it names; write "
+                "`condition: not 1 of selection*`"
+            )
+
+
+def _only_negated(node: object, negated: bool = False) -> bool:
+    """Whether every value test in a parsed condition sits under an odd number of `not`s."""
+    from sigma.conditions import ConditionNOT
+
+    if isinstance(node, ConditionNOT):
+        negated = not negated
+    args = getattr(node, "args", None)
+    if args is None:  # a value test (field = value, or a keyword)
+        return negated
+    return all(_only_negated(arg, negated) for arg in args)
+
+
+def filter_values(item: SigmaFilter) -> Iterator[tuple[str, SigmaString]]:
+    """(field, value) for every string value of a filter, modifiers applied."""
+    from sigma.rule import SigmaDetection
+    from sigma.types import SigmaString
+
+    def walk(detection: SigmaDetection) -> Iterator[tuple[str, SigmaString]]:
+        for entry in detection.detection_items:
+            if isinstance(entry, SigmaDetection):
+                yield from walk(entry)
+                continue
+            for value in entry.value:
+                if isinstance(value, SigmaString):
+                    yield entry.field or "keyword", value
+
+    for detection in item.filter.detections.values():
+        yield from walk(detection)
+
+
+def value_problem(value: SigmaString) -> str | None:
+    """Why a filter value cannot be converted exactly on every target, or None."""
+    from sigma.types import SpecialChars
+
+    parts = value.s
+    if parts and all(isinstance(part, SpecialChars) for part in parts):
+        return (
+            "is only wildcards, so it matches every value of the field and would silence "
+            "the rule; name the users (or prefixes) to trust"
+        )
+    for part, after in zip(parts, [*parts[1:], None], strict=True):
+        if not isinstance(part, str):
+            continue
+        for char in part:
+            if unicodedata.category(char) == "Cc" and char not in "\t\n\r":
+                return (
+                    f"contains the control character U+{ord(char):04X}, which several query "
+                    "languages here cannot carry in a string; drop that value"
+                )
+        if part.endswith("\\") and isinstance(after, SpecialChars):
+            return (
+                "has a backslash right before a wildcard, which pySigma's pipelines cannot "
+                "tell from an escaped literal * or ? (so no target could refuse or express it "
+                "reliably); drop the wildcard or the backslash"
+            )
+    return None
+
+
+def sigma_text(value: SigmaString) -> str:
+    """A value as one quoted line, in Sigma's notation (\\* a literal star, * a wildcard,
+    \\\\ a backslash), other characters that do not print as \\t, \\n, \\r or \\uXXXX."""
+    from sigma.types import SpecialChars
+
+    text = ""
+    for part in value.s:
+        if part == SpecialChars.WILDCARD_MULTI:
+            text += "*"
+        elif part == SpecialChars.WILDCARD_SINGLE:
+            text += "?"
+        elif isinstance(part, str):
+            text += "".join(_shown(char) for char in part)
+        else:
+            text += str(part)
+    return f"'{text}'"
+
+
+def _shown(char: str) -> str:
+    if char in "*?\\":
+        return "\\" + char
+    if char.isprintable():
+        return char
+    return {"\t": "\\t", "\n": "\\n", "\r": "\\r"}.get(char, f"\\u{ord(char):04x}")
 
 
 def _named(ref: object, by_ref: dict[str, SigmaRule], where: str) -> SigmaRule:

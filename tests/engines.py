@@ -54,10 +54,16 @@ def eql_runner(shape: Shape) -> Runner:
 
     def run(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path) -> set[str]:
         import eql
+        import eql.functions
         import eql.utils
         from eql.parser import elasticsearch_syntax, ignore_missing_functions
 
         eql.utils.CASE_INSENSITIVE = False
+        # The engine's wildcard regex ends in `$`, which Python lets match before a final line
+        # break; Elasticsearch's wildcard matches the whole value: end it in \Z, and let * span
+        # line breaks as Elasticsearch's does.
+        saved_to_regex = eql.functions.Wildcard.to_regex
+        eql.functions.Wildcard.to_regex = classmethod(_whole_value_wildcards)
 
         with elasticsearch_syntax, ignore_missing_functions:
             parsed = eql.parse_query(query)
@@ -70,9 +76,19 @@ def eql_runner(shape: Shape) -> Runner:
             engine.stream_events([eql.Event("any", n, doc) for n, doc in enumerate(docs)])
         finally:
             eql.utils.CASE_INSENSITIVE = True
+            eql.functions.Wildcard.to_regex = saved_to_regex
         return {e.data["_case_id"] for hit in hits for e in hit.events}
 
     return run
+
+
+def _whole_value_wildcards(cls: type, *wildcards: str) -> str:
+    """EQL wildcards (* only, case-sensitive) as one regex that must match a whole value."""
+    import re
+
+    return "|".join(
+        "(?s:^" + ".*".join(re.escape(part) for part in w.split("*")) + r"\Z)" for w in wildcards
+    )
 
 
 def run_duckdb(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path) -> set[str]:
@@ -83,7 +99,8 @@ def run_duckdb(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Pat
     log.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
     out, err = io.StringIO(), io.StringIO()
     run_replay([log], [(rule, query)], out, err)
-    return {json.loads(line)["auditID"] for line in out.getvalue().splitlines()}
+    # JSON lines end in \n only (a name may hold U+2028, which splitlines() would split at)
+    return {json.loads(line)["auditID"] for line in out.getvalue().split("\n") if line}
 
 
 def gke_elastic(event: dict[str, Any]) -> dict[str, Any] | None:
@@ -151,7 +168,12 @@ def run_lucene(
     as Elasticsearch keeps it in _source only."""
 
     def escape(text: str) -> str:
-        return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+        return (
+            text.replace("\\", "\\\\")
+            .replace("\t", "\\t")
+            .replace("\n", "\\n")
+            .replace("\r", "\\r")
+        )
 
     lines, types = [], {}
     for doc_id, doc in docs:

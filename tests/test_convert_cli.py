@@ -182,3 +182,31 @@ def test_replay_malformed_line_deep_in_a_large_file_alerts_once_per_event(repo: 
     ids = [json.loads(line)["auditID"] for line in result.stdout.splitlines()]
     assert ids == [f"a-{n}" for n in range(40_000)]
     assert f"{log}:39991: not a JSON object" in result.stderr
+
+
+# --- Splunk stanza names: one per rule, on one plain line ------------------------------------
+
+
+def test_two_rules_with_one_title_are_refused_not_written_as_two_stanzas(repo: Path) -> None:
+    """savedsearches.conf names each alert by the rule's title: Splunk keeps one of two."""
+    text = (repo / RULE).read_text()
+    twin = RULE.with_name("credential_access_twin.yml")
+    (repo / twin).write_text(
+        text.replace(
+            "6f2b7a6e-3d1c-4c8e-9b7a-2e4f5d8c1a90", "7a3c8b7f-4e2d-4d9f-8c8b-3f5a6e9d2b01"
+        ).replace("name: kubernetes_serviceaccount_token_requested", "name: twin_rule")
+    )
+    (repo / "triage" / f"{twin.stem}.md").write_text("# Twin\n")
+    before = snapshot(repo / "queries")
+    line = one_error_line(run(repo))
+    assert str(twin) in line and "savedsearches.conf" in line and str(RULE) in line
+    assert snapshot(repo / "queries") == before
+
+
+def test_a_title_with_a_carriage_return_is_refused(repo: Path) -> None:
+    rule = repo / RULE
+    text = rule.read_text()
+    title = text.splitlines()[0]
+    rule.write_text(text.replace(title, 'title: "Token requested\\r[evil]"', 1))
+    line = one_error_line(run(repo))
+    assert str(RULE) in line and "control character" in line

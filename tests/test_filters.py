@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 from cases import ENV_EVENTS, EVENTS
-from conftest import one_error_line, run
+from conftest import one_error_line, run, snapshot
 
 from convert import ROOT, TARGETS, environments
 
@@ -116,3 +116,56 @@ def test_the_example_org_filter_trusts_only_what_it_names(repo) -> None:
 def test_convert_with_an_unknown_environment_is_one_clear_line(repo, env: str) -> None:
     line = one_error_line(run(repo, "--env", env))
     assert f"unknown environment '{env}'" in line and "aks" in line
+
+
+# --- filters that would change the rule's meaning, and input that used to end in a traceback
+
+
+def org_filter(repo, body: str, name: str = "org_test.yml") -> str:
+    """Write an organisation filter for the token rule with this `filter:` body."""
+    path = repo / "sigma" / "filters" / "org" / name
+    path.write_text(
+        "title: Test filter\nid: 3c4d5e6f-7081-4a9b-8c0d-1e2f3a4b5c6d\nstatus: test\n"
+        "logsource:\n  product: kubernetes\n  service: audit\nfilter:\n  rules:\n"
+        "    - kubernetes_serviceaccount_token_requested\n" + body
+    )
+    return f"sigma/filters/org/{name}"
+
+
+def test_a_filter_that_is_not_an_exclusion_is_refused(repo) -> None:
+    """Without `not`, pySigma ANDs the selection to the rule: it would alert only on it."""
+    before = snapshot(repo / "queries")
+    path = org_filter(repo, "  selection:\n    user.username: ci\n  condition: selection\n")
+    line = one_error_line(run(repo))
+    assert path in line and "not an exclusion" in line and "alert only on" in line
+    assert snapshot(repo / "queries") == before
+
+
+@pytest.mark.parametrize(
+    "selection",
+    ["user.username: '*'", "user.username|contains: ''", "user.username|startswith: '*'"],
+)
+def test_a_filter_value_matching_every_user_is_refused(repo, selection: str) -> None:
+    path = org_filter(repo, f"  selection:\n    {selection}\n  condition: not selection\n")
+    line = one_error_line(run(repo))
+    assert path in line and "matches every value" in line
+
+
+@pytest.mark.parametrize("selection", ["user.username|cased: ci-bot", "user.username|exists: true"])
+def test_an_unsupported_modifier_is_one_clear_line(repo, selection: str) -> None:
+    org_filter(repo, f"  selection:\n    {selection}\n  condition: not selection\n")
+    line = one_error_line(run(repo))
+    assert line.startswith("convert.py: ") and "target " in line and "Traceback" not in line
+
+
+def test_yaml_aliases_are_refused_before_they_expand(repo) -> None:
+    """Each level of aliases multiplies the values by nine once expanded (an alias bomb; five
+    levels here, harmless even where it would expand): refused before anything is built."""
+    levels = ["  a0: &a0 [ci, ci, ci, ci, ci, ci, ci, ci, ci]\n"]
+    for n in range(1, 5):
+        levels.append(f"  a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * 9) + "]\n")
+    path = org_filter(
+        repo, "".join(levels) + "  selection:\n    user.username: *a4\n  condition: not selection\n"
+    )
+    line = one_error_line(run(repo))
+    assert path in line and "alias *a0 at line 11" in line

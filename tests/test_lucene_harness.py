@@ -35,6 +35,8 @@ TYPES = {"groups": "text", "code": "long"}.get
         ("code:>=403", {"masters", "capitalised"}),
         ("code:<403", {"authenticated"}),
         ("code:>500", set()),
+        # ...escaped or not: Elasticsearch documents that < and > cannot be escaped
+        ("user:\\>A", {"capitalised"}),
         # a query of negative clauses only matches everything else (fixNegativeQueryIfNeeded)
         ("NOT code:403", {"authenticated", "capitalised"}),
         ("NOT _exists_:user", {"masters", "authenticated"}),

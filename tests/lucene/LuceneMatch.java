@@ -11,7 +11,8 @@
 // usage: java -cp <lucene core, queryparser, memory jars> LuceneMatch.java QUERY_FILE TYPES_FILE < DOCS
 // TYPES_FILE: one `field TAB type` line for each field that is not a keyword (type: text or
 // long). DOCS: one document per line: id, then field TAB value pairs, all TAB-separated, with
-// backslash, tab and newline escaped as \\ \t \n. Prints the ids of the documents that match.
+// backslash, tab, line feed and carriage return escaped as \\ \t \n \r. Prints the ids of the
+// documents that match.
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
 import java.nio.charset.StandardCharsets;
@@ -59,9 +60,9 @@ public class LuceneMatch {
         @Override
         protected Query getFieldQuery(String field, String text, boolean quoted) throws ParseException {
             if (!quoted && text.length() > 1 && (text.charAt(0) == '>' || text.charAt(0) == '<')) {
-                // Elasticsearch's query_string extension (QueryStringQueryParser): f:>v, f:>=v,
-                // f:<v, f:<=v are open-ended ranges.
-                boolean inclusive = text.charAt(1) == '=';
+                // Elasticsearch's query_string extension (QueryStringQueryParser.getFieldQuery):
+                // f:>v, f:>=v, f:<v, f:<=v are open-ended ranges, escaped or not.
+                boolean inclusive = text.length() > 2 && text.charAt(1) == '=';
                 String bound = text.substring(inclusive ? 2 : 1);
                 return text.charAt(0) == '>'
                         ? getRangeQuery(field, bound, null, inclusive, true)
@@ -117,7 +118,7 @@ public class LuceneMatch {
             char c = s.charAt(i);
             if (c == '\\' && i + 1 < s.length()) {
                 char n = s.charAt(++i);
-                out.append(n == 't' ? '\t' : n == 'n' ? '\n' : n);
+                out.append(n == 't' ? '\t' : n == 'n' ? '\n' : n == 'r' ? '\r' : n);
             } else {
                 out.append(c);
             }
