@@ -31,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     sigma = str(Path(sys.executable).with_name("sigma"))
     from convert import TARGETS
-    from dac.cloudwatch import CloudWatchLogsInsightsBackend
+    from k8s_audit_detect.cloudwatch import CloudWatchLogsInsightsBackend
 
     # sigma-cli knows only pySigma's plugins, not this project's own CloudWatch backend
     cli_targets = [t for t in TARGETS if t.backend != CloudWatchLogsInsightsBackend.identifier]

@@ -48,7 +48,15 @@ def query_for(generated: dict[Path, str]):
 def repo(tmp_path: Path) -> Path:
     """A copy of what convert.py needs: the script, its package, rules, pipelines, queries,
     triage guides, and the labelled events the rule cards count."""
-    names = ("convert.py", "dac", "sigma", "pipelines", "queries", "examples", "triage")
+    names = (
+        "convert.py",
+        "k8s_audit_detect",
+        "sigma",
+        "pipelines",
+        "queries",
+        "examples",
+        "triage",
+    )
     for name in (*names, "tests/data/corpus", "tests/events"):
         source = ROOT / name
         if source.is_dir():

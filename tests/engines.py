@@ -93,7 +93,7 @@ def _whole_value_wildcards(cls: type, *wildcards: str) -> str:
 
 def run_duckdb(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path) -> set[str]:
     """`convert.py replay`'s engine: the SQL over a JSON-lines audit log, on DuckDB."""
-    from dac.replay import run_replay
+    from k8s_audit_detect.replay import run_replay
 
     log = tmp / "audit.jsonl"
     log.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")

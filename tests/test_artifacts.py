@@ -14,7 +14,7 @@ from engines import run_kql, run_kql_azurediagnostics
 from shapes import elastic_kubernetes_types
 
 from convert import ARTIFACTS, QUERIES_DIR, TARGETS_BY_NAME
-from dac.artifacts import TECHNIQUES, triage_guide
+from k8s_audit_detect.artifacts import TECHNIQUES, triage_guide
 
 RULE_STEM = "credential_access_kubernetes_serviceaccount_token_requested"
 ARTIFACT = {a.name: a for a in ARTIFACTS}

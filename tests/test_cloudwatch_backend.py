@@ -1,5 +1,5 @@
-"""dac/cloudwatch.py, the Logs Insights backend written here. No engine runs Logs Insights
-outside AWS, so each Sigma construct is pinned to the expression it must give, reviewed
+"""k8s_audit_detect/cloudwatch.py, the Logs Insights backend written here. No engine runs Logs
+Insights outside AWS, so each Sigma construct is pinned to the expression it must give, reviewed
 against the Logs Insights query syntax: `=~ /regex/`, `ispresent()`, `and`/`or`/`not`."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import re
 import pytest
 from sigma.collection import SigmaCollection
 
-from dac.cloudwatch import CloudWatchLogsInsightsBackend
+from k8s_audit_detect.cloudwatch import CloudWatchLogsInsightsBackend
 
 CASES = {
     "plain_string_is_anchored_case_insensitive": ("verb: create", "verb =~ /(?i)^create$/"),

@@ -13,10 +13,10 @@ Review notes (what a SOC engineer checked in each):
   subresource are one exact event.action (the method name), not three searches; no stage
   test (GKE has none); GKE's controllers by exact name, its managed namespace by prefix.
 - CloudWatch for EKS carries the eks filter: `not user.username =~ /^eks:/`.
-- CloudWatch Logs Insights (EKS, our own backend in dac/cloudwatch.py, its constructs pinned in
-  test_cloudwatch_backend.py): only the audit streams of the cluster's log group; anchored,
-  case-sensitive regular expressions (the pipeline removes the backend's (?i)); `not ispresent()`
-  for a missing stage; `not` applies to the parenthesised exclusions.
+- CloudWatch Logs Insights (EKS, our own backend in k8s_audit_detect/cloudwatch.py, its
+  constructs pinned in test_cloudwatch_backend.py): only the audit streams of the cluster's log
+  group; anchored, case-sensitive regular expressions (the pipeline removes the backend's
+  (?i)); `not ispresent()` for a missing stage; `not` applies to the parenthesised exclusions.
 - LogScale: the saved search $kube_audit() is the site's repository and type; regexes /^..$/
   (case-sensitive: the backend's /i flag removed); `stage!=*` finds events without a stage;
   LogScale binds `or` tighter than the implicit `and`, as the CrowdStrike backend encodes,

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from convert import ROOT, RULES_DIR, TARGETS_BY_NAME, convert_target
-from dac.rules import load_rules, sigma_rules
+from k8s_audit_detect.rules import load_rules, sigma_rules
 
 HERE = Path(__file__).resolve().parent
 ADVERSARIAL = HERE / "data" / "adversarial_org_filter.yml"
@@ -111,7 +111,7 @@ def test_org_filter_values_match_literally(engine: str, name: str, hits) -> None
 
 @pytest.mark.parametrize("target", sorted({ENGINES[e][0] for e in NO_LITERAL_WILDCARDS}))
 def test_eql_refuses_a_literal_wildcard_value_with_a_clear_error(target: str, tmp_path) -> None:
-    from dac import UserError
+    from k8s_audit_detect import UserError
 
     folder = filters_with(tmp_path, ADVERSARIAL.read_text(encoding="utf-8"))
     t = TARGETS_BY_NAME[target]
@@ -170,7 +170,8 @@ def sigma_yaml_text(tokens: list[Token]) -> str:
 
 
 def shown(tokens: list[Token]) -> str:
-    """How an error line shows the value (dac.rules.sigma_text's notation, written again)."""
+    """How an error line shows the value (k8s_audit_detect.rules.sigma_text's notation, written
+    again)."""
     out = ""
     for kind, c in tokens:
         if kind != "lit":
@@ -192,8 +193,8 @@ def reference_excludes(tokens: list[Token], name: str) -> bool:
 
 
 def refused_everywhere(tokens: list[Token]) -> bool:
-    """dac/rules.py's refusals: only wildcards, a control character other than tab and line
-    breaks, a literal backslash right before a wildcard."""
+    """k8s_audit_detect/rules.py's refusals: only wildcards, a control character other than tab
+    and line breaks, a literal backslash right before a wildcard."""
     if all(kind != "lit" for kind, _ in tokens):
         return True
     if any(
@@ -245,7 +246,7 @@ def convert_refusing(
     """Convert the filter for the engine's target; each refusal must be one line naming the
     filter file and the value, and the run goes on without that value. Returns the query, the
     rule, the values kept and those refused."""
-    from dac import UserError
+    from k8s_audit_detect import UserError
 
     target = TARGETS_BY_NAME[ENGINES[engine][0]]
     kept, refused = list(values), []
@@ -399,7 +400,7 @@ def test_spark_wildcard_values_are_case_sensitive(tmp_path) -> None:
 
 def refusal(target: str, value: str, tmp_path) -> str:
     """The one error line converting a filter with this value gives for the target."""
-    from dac import UserError
+    from k8s_audit_detect import UserError
 
     text = f"""title: One value
 id: 4d5e6f70-8192-4a3b-9c4d-5e6f70819203

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from convert import TARGETS
-from dac.cloudwatch import CloudWatchLogsInsightsBackend
+from k8s_audit_detect.cloudwatch import CloudWatchLogsInsightsBackend
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGMA_CLI = Path(sys.executable).with_name("sigma")
 RULE = "sigma/rules/credential_access_kubernetes_serviceaccount_token_requested.yml"
 
 
-# Targets whose backend is a pySigma plugin (not this project's own dac/ backends).
+# Targets whose backend is a pySigma plugin (not this project's own k8s_audit_detect/ backends).
 SIGMA_CLI_TARGETS = [t for t in TARGETS if t.backend != CloudWatchLogsInsightsBackend.identifier]
 
 
@@ -48,7 +48,7 @@ def test_unmapped_field_fails_conversion(target, tmp_path) -> None:
     from sigma.collection import SigmaCollection
 
     from convert import convert_target
-    from dac import UserError
+    from k8s_audit_detect import UserError
 
     rule = (
         (ROOT / RULE)
@@ -84,7 +84,7 @@ def test_elastic_refuses_what_its_kubernetes_integration_cannot_match_exactly(
     from sigma.collection import SigmaCollection
 
     from convert import convert_target
-    from dac import UserError
+    from k8s_audit_detect import UserError
 
     rule = (
         (ROOT / RULE)

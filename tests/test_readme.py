@@ -7,7 +7,10 @@ from pathlib import Path
 from convert import TARGETS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-MARKER = "<!-- mapping-sources: kept equal to convert.py's TARGETS by tests/test_readme.py -->"
+MARKER = (
+    "<!-- mapping-sources: kept equal to k8s_audit_detect/targets.py's TARGETS by "
+    "tests/test_readme.py -->"
+)
 
 
 def test_readme_mapping_sources_are_the_targets_own() -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from dac import UserError
+from k8s_audit_detect import UserError
 
 if TYPE_CHECKING:
     from sigma.rule import SigmaRule

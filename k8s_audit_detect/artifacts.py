@@ -15,13 +15,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dac import UserError
+from k8s_audit_detect import UserError
+from k8s_audit_detect.paths import ROOT, TRIAGE_DIR
 
 if TYPE_CHECKING:
     from sigma.rule import SigmaRule
 
-ROOT = Path(__file__).resolve().parent.parent
-TRIAGE_DIR = ROOT / "triage"
 Converted = Sequence[tuple["SigmaRule", str]]
 Builder = Callable[[Converted, dict[str, Any]], dict[str, str]]
 
@@ -61,12 +60,14 @@ def attack(rule: SigmaRule) -> tuple[list[tuple[str, str]], list[str]]:
         if tag.name.startswith("t") and tag.name[1:2].isdigit():
             technique = tag.name.upper()
             if technique not in TECHNIQUES:
-                raise UserError(f"ATT&CK technique {technique} has no name in dac/artifacts.py")
+                raise UserError(
+                    f"ATT&CK technique {technique} has no name in k8s_audit_detect/artifacts.py"
+                )
             techniques.append(technique)
         elif tag.name in TACTICS:
             tactics.append(TACTICS[tag.name])
         else:
-            raise UserError(f"ATT&CK tactic {tag.name} has no id in dac/artifacts.py")
+            raise UserError(f"ATT&CK tactic {tag.name} has no id in k8s_audit_detect/artifacts.py")
     return tactics, techniques
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dac import UserError
+from k8s_audit_detect import UserError
 
 if TYPE_CHECKING:
     from sigma.collection import SigmaCollection
