@@ -418,29 +418,78 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--stdout", action="store_true", help="print the queries, write nothing")
     parser.add_argument(
         "--format",
-        choices=["text", "json"],
-        default="text",
-        help="--check's report on stdout: a readable diff (text) or one JSON object for "
-        "machines: ok, checked, missing, changed, stale",
+        choices=["text", "json", "table"],
+        help="--check's report on stdout: a readable diff (text, the default) or one JSON "
+        "object for machines: ok, checked, missing, changed, stale; for replay, see its --format",
     )
     mode.add_argument("--list", action="store_true", help="list the targets and exit")
     sub = parser.add_subparsers(dest="command", metavar="replay")
+    add_replay_parser(sub)
+    return parser
+
+
+# --- replay: its options mean the same before and after the word `replay` --------------------
+
+
+def add_replay_parser(sub: argparse._SubParsersAction) -> None:
+    from k8s_audit_detect import replay as engine
+
     replay = sub.add_parser(
         "replay",
-        help="run the rules over Kubernetes audit log files",
-        description="Run the rules over Kubernetes audit log files (audit.k8s.io/v1 events, one "
-        "JSON object per line, .gz allowed) on DuckDB, through the duckdb target's query. "
-        "Alerts go to stdout as JSON lines, a summary to stderr; exit 0 with or without alerts.",
+        help="run the rules over Kubernetes audit logs",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run every rule over Kubernetes audit logs (audit.k8s.io/v1 events) in one "
+        "pass on DuckDB, through the duckdb target's queries.\n"
+        "FILE: a file (gzip allowed), - for stdin, a FIFO or <(command); one event per line, "
+        "audit webhook\nbatches (EventList) per line, a JSON array, or pretty-printed events.\n"
+        "Alerts go to stdout, bad lines (skipped) and a summary to stderr. --env and --format "
+        "may also\nstand before `replay`.",
+        epilog=f"exit codes: {engine.EXIT_OK} every input read to the end (with or without "
+        f"alerts); {engine.EXIT_SKIPPED} finished, but\nlines or the rest of a file were "
+        f"skipped (said on stderr); {engine.EXIT_USAGE} bad usage or an input that cannot\nbe "
+        f"opened (nothing read); {engine.EXIT_PIPE} stdout closed (e.g. | head); "
+        f"{engine.EXIT_SIGNAL + 2} Ctrl-C, {engine.EXIT_SIGNAL + 15} SIGTERM\n(the alerts "
+        "until then are written).",
     )
     replay.add_argument(
         "--env",
+        dest="replay_env",
         action="append",
         default=[],
         metavar="ENV",
         help="apply this environment's filters from sigma/filters/ENV/ (repeatable)",
     )
-    replay.add_argument("files", nargs="+", type=Path, metavar="FILE", help="audit log file")
-    return parser
+    replay.add_argument(
+        "--format",
+        dest="replay_format",
+        choices=engine.FORMATS,
+        help="alerts as JSON lines (json, the default) or a table for a person (table)",
+    )
+    replay.add_argument("files", nargs="+", metavar="FILE", help="audit log input")
+
+
+def replay_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[list, str]:
+    """replay's environments and format, given before `replay`, after it, or both; options
+    that do not go with replay are refused, never ignored."""
+    refused = [
+        flag
+        for flag, given in (
+            ("-t/--target", args.target),
+            ("--check", args.check),
+            ("--stdout", args.stdout),
+            ("--list", args.list),
+        )
+        if given
+    ]
+    if refused:
+        parser.error(f"{', '.join(refused)} does not go with replay")
+    formats = {f for f in (args.format, args.replay_format) if f}
+    if len(formats) > 1:
+        parser.error(f"--format given twice: {' and '.join(sorted(formats))}")
+    fmt = formats.pop() if formats else "json"
+    if fmt == "text":
+        parser.error("replay --format is json or table (text is --check's)")
+    return args.env + args.replay_env, fmt
 
 
 def list_targets() -> str:
@@ -462,16 +511,20 @@ def list_targets() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.format != "text" and not args.check:
+    if args.command == "replay":
+        envs, fmt = replay_options(parser, args)
+    elif args.format == "table":
+        parser.error("--format table goes with replay")
+    elif args.format not in (None, "text") and not args.check:
         parser.error("--format goes with --check")
     try:
         if args.command == "replay":
             from k8s_audit_detect.replay import run_replay
 
-            collection = load_rules(args.env)
+            collection = load_rules(envs)
             queries = convert_target(REPLAY_TARGET, collection)
             pairs = [(rule, queries[rule_stem(rule)]) for rule in sigma_rules(collection)]
-            return run_replay(args.files, pairs, sys.stdout, sys.stderr)
+            return run_replay(args.files, pairs, sys.stdout, sys.stderr, fmt)
         if args.list:
             print(list_targets())
             return 0

@@ -1,16 +1,46 @@
-"""Replay Kubernetes audit log files through the rules' SQL on DuckDB.
+"""Replay Kubernetes audit logs through the rules' SQL on DuckDB, every rule in one pass.
 
-Each rule's query is the duckdb target's, run verbatim over a view `k8s_audit` that exposes
-every audit Event path the query or the rule's `fields` use as one column named by the path.
-The file is read once per rule by DuckDB's JSON reader with an explicit column list. Only when
-that read fails on a malformed line are the bad lines located (file and line number), reported,
-and skipped, and the file read again with errors ignored.
+Each rule's query is the duckdb target's, `SELECT * FROM k8s_audit WHERE <condition>`; the
+condition, checked with DuckDB's own parser to be exactly that query's WHERE clause, becomes
+one boolean column of a single query over a view `k8s_audit` with one column per audit Event
+path any rule uses (named by the path). Each input is read once, whatever the number of
+rules, by DuckDB's JSON reader with an explicit column list.
+
+How an input is read:
+- A plain file of one JSON value per line: DuckDB reads it itself, in parallel, with
+  `ignore_errors`: a line it cannot read (invalid UTF-8, malformed JSON, not an object) comes
+  out as a row of NULLs and costs only itself. Record numbers (WITH ORDINALITY) become line
+  numbers through a cursor that walks the file's lines only as far as the rows that need one
+  (DuckDB skips blank lines); the cursor also shows what is wrong with a bad line. A line
+  over DuckDB's object size limit stops its reader: the file is then read again as a stream,
+  without repeating what was already written.
+- A stream (`-`, a FIFO, process substitution) or a gzip file: blocks of whole lines, each
+  written to an in-memory file that DuckDB reads; a line over the limit is replaced by a
+  placeholder that is reported. Memory stays flat either way.
+- A JSON array or pretty-printed events (one document, not lines): DuckDB reads the whole
+  file (a stream is spooled to a temporary file first); a syntax error ends that file.
+Lines or records `{"kind": "EventList", "items": [...]}` (the audit webhook's batches) are
+read item by item.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import io
 import json
-from collections.abc import Callable, Iterator
+import os
+import select
+import signal
+import stat
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -19,7 +49,8 @@ from k8s_audit_detect import UserError
 if TYPE_CHECKING:
     from sigma.rule import SigmaRule
 
-# Audit Event paths whose DuckDB type is not VARCHAR.
+# Audit Event paths whose DuckDB type is not VARCHAR (kubernetes/apiserver
+# pkg/apis/audit/v1/types.go; authentication/v1 TokenRequest for requestObject.spec).
 FIELD_TYPES: dict[str, str] = {
     "responseStatus.code": "BIGINT",
     "requestObject.spec.expirationSeconds": "BIGINT",
@@ -28,15 +59,50 @@ FIELD_TYPES: dict[str, str] = {
     "sourceIPs": "VARCHAR[]",
     "requestObject.spec.audiences": "VARCHAR[]",
 }
-# Top-level members whose keys contain dots: "annotations.authorization.k8s.io/decision" is
-# the key "authorization.k8s.io/decision" of "annotations", read as a struct of just the keys
-# the rule needs.
-DOTTED_KEY_MEMBERS = frozenset({"annotations"})
+# Maps whose keys hold dots and slashes: "annotations.authorization.k8s.io/decision" is the key
+# "authorization.k8s.io/decision" of "annotations"; user.extra maps keys to lists of strings.
+DOTTED_KEY_PARENTS = ("annotations", "user.extra", "impersonatedUser.extra")
+PARENT_TYPES = {"user.extra": "VARCHAR[]", "impersonatedUser.extra": "VARCHAR[]"}
 # Always carried into an alert, whatever the rule lists in `fields`.
 ALERT_FIELDS = ("auditID", "stage", "requestReceivedTimestamp")
+# What --format table shows, read whatever the rules use.
+TABLE_FIELDS = (
+    "requestReceivedTimestamp",
+    "user.username",
+    "verb",
+    "objectRef.resource",
+    "objectRef.subresource",
+    "objectRef.namespace",
+    "objectRef.name",
+)
+FORMATS = ("json", "table")
 VIEW = "k8s_audit"
-MAX_REPORTED_LINES = 20
+MAX_REPORTED = 20  # bad lines reported one by one per input, then counted
+MAX_OBJECT = 16 * 1024 * 1024  # DuckDB's read_json maximum_object_size (its default)
+CHUNK = 64 * 1024 * 1024  # bytes of whole lines per block when reading a stream
+STREAM_WAIT = 1.0  # seconds a slow stream may keep complete lines waiting
 BATCH = 2048
+PROGRESS_AFTER = 2.0  # seconds before a progress line shows (stderr a terminal only)
+WHITESPACE = b" \t\n\r\x0b\x0c"  # a line of only these is blank: DuckDB's reader skips it
+BOM = b"\xef\xbb\xbf"
+GZIP_MAGIC = b"\x1f\x8b"
+REFUSED_COMPRESSION = {  # magic bytes of compressions replay leaves to their own tools
+    b"\x28\xb5\x2f\xfd": ("zstd", "zstd -dc"),
+    b"BZh": ("bzip2", "bzip2 -dc"),
+    b"\xfd7zXZ\x00": ("xz", "xz -dc"),
+}
+NEWLINE_DELIMITED, ARRAY, UNSTRUCTURED = "newline_delimited", "array", "unstructured"
+
+# Exit codes of `convert.py replay` (README: "Replay your own audit logs").
+EXIT_OK = 0  # every input read to the end, with or without alerts
+EXIT_SKIPPED = 1  # finished, but lines, batch items or the rest of a file were skipped (stderr)
+EXIT_USAGE = 2  # bad usage or an input that cannot be opened: nothing was read
+EXIT_PIPE = 141  # stdout was closed (128 + SIGPIPE); the alerts until then were written
+EXIT_SIGNAL = 128  # + the signal (130 Ctrl-C, 143 SIGTERM); the alerts until then flushed
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules: fields, conditions, the one query
 
 
 def rule_fields(rule: SigmaRule) -> list[str]:
@@ -57,19 +123,33 @@ def rule_fields(rule: SigmaRule) -> list[str]:
 
 def path_parts(field: str) -> list[str]:
     """The JSON members a Sigma field name walks: annotations.<key with dots> is two."""
-    head, _, rest = field.partition(".")
-    return [head, rest] if head in DOTTED_KEY_MEMBERS else field.split(".")
+    for parent in sorted(DOTTED_KEY_PARENTS, key=len, reverse=True):
+        if field.startswith(parent + ".") and len(field) > len(parent) + 1:
+            return [*parent.split("."), field[len(parent) + 1 :]]
+    return field.split(".")
 
 
-def json_columns(fields: list[str]) -> dict[str, str]:
-    """DuckDB read_json `columns`: the top-level members those paths need, with their types."""
+def field_type(field: str) -> str:
+    parent = next((p for p in DOTTED_KEY_PARENTS if field.startswith(p + ".")), "")
+    return FIELD_TYPES.get(field, PARENT_TYPES.get(parent, "VARCHAR"))
+
+
+def json_columns(fields: Iterable[str]) -> dict[str, str]:
+    """DuckDB read_json `columns`: the top-level members those paths need, with their types.
+    A member read both whole and through a path below it is read as JSON."""
     tree: dict[str, Any] = {}
-    for field in fields:
-        parts = path_parts(field)
+    as_json: set[str] = set()
+    for name in fields:
+        parts = path_parts(name)
         node = tree
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node.setdefault(parts[-1], FIELD_TYPES.get(field, "VARCHAR"))
+            if not isinstance(node, dict):  # a path above this one is read whole
+                as_json.add(parts[0])
+                break
+        else:
+            if isinstance(node.setdefault(parts[-1], field_type(name)), dict):
+                as_json.add(parts[0])
 
     def sql_type(node: Any) -> str:
         if isinstance(node, str):
@@ -77,118 +157,991 @@ def json_columns(fields: list[str]) -> dict[str, str]:
         members = ", ".join(f"{_ident(name)} {sql_type(child)}" for name, child in node.items())
         return f"STRUCT({members})"
 
-    return {name: sql_type(node) for name, node in tree.items()}
+    return {name: "JSON" if name in as_json else sql_type(node) for name, node in tree.items()}
 
 
-def column_expression(field: str) -> str:
+def column_expression(field: str, columns: dict[str, str]) -> str:
     """How the view reads one audit path out of the JSON columns."""
     parts = path_parts(field)
-    return ".".join(_ident(part) for part in parts)
+    if columns.get(parts[0]) != "JSON":
+        return ".".join(_ident(part) for part in parts)
+    if len(parts) == 1:
+        return f"CAST({_ident(parts[0])} AS VARCHAR)"
+    path = _literal("$." + ".".join(json.dumps(part) for part in parts[1:]))
+    kind = field_type(field)
+    if kind == "VARCHAR":
+        return f"json_extract_string({_ident(parts[0])}, {path})"
+    return f"TRY_CAST(json_extract({_ident(parts[0])}, {path}) AS {kind})"
 
 
-def view_sql(path: Path, fields: list[str], ignore_errors: bool) -> str:
-    columns = ", ".join(f"{_literal(n)}: {_literal(t)}" for n, t in json_columns(fields).items())
-    select = ", ".join(f"{column_expression(f)} AS {_ident(f)}" for f in fields)
-    return (
-        f"CREATE OR REPLACE TEMP VIEW {VIEW} AS SELECT {select} FROM read_json("
-        f"{_literal(str(path))}, format = 'newline_delimited', columns = {{{columns}}}, "
-        f"ignore_errors = {str(ignore_errors).lower()})"
+@dataclass(frozen=True)
+class Rule:
+    """One rule as replay runs it: its condition and the fields its alerts carry."""
+
+    id: str
+    title: str
+    level: str | None
+    fields: tuple[str, ...]
+    condition: str
+
+
+def rule_condition(query: str, connection: Any) -> str:
+    """The WHERE clause of a duckdb-target query, checked with DuckDB's parser to be exactly
+    that: `SELECT * FROM k8s_audit WHERE (<it>)` parses to the same statement."""
+    prefix = f"SELECT * FROM {VIEW} WHERE "
+    query = query.strip()
+    condition = query[len(prefix) :]
+    if query.startswith(prefix) and _ast(query, connection) == _ast(
+        f"{prefix}({condition})", connection
+    ):
+        return condition
+    raise UserError(
+        f"replay: a duckdb query is not `{prefix}<condition>`, so it cannot be evaluated in "
+        f"one pass with the other rules: {' '.join(query.split())[:160]}"
     )
 
 
-def malformed_lines(connection: Any, path: Path) -> list[int]:
-    """Line numbers (from 1) that are not a JSON object; blank lines are not counted as bad."""
-    rows = connection.execute(
-        "SELECT n FROM (SELECT row_number() OVER () AS n, line FROM read_csv("
-        "?, columns = {'line': 'VARCHAR'}, delim = chr(0), quote = '', escape = '', "
-        "header = false, auto_detect = false, max_line_size = 1073741824)) "
-        "WHERE trim(line) <> '' AND (NOT json_valid(line) OR json_type(line) <> 'OBJECT')",
-        [str(path)],
-    ).fetchall()
-    return [row[0] for row in rows]
+def _ast(sql: str, connection: Any) -> Any:
+    (text,) = connection.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchone()
+
+    def strip(node: Any) -> Any:  # source positions differ, the statement does not
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if not k.startswith("query_location")}
+        return [strip(v) for v in node] if isinstance(node, list) else node
+
+    return strip(json.loads(text))
 
 
-def replay_file(
-    connection: Any, path: Path, rules: list[tuple[SigmaRule, str]], warn: Callable[[str], None]
-) -> Iterator[tuple[str, str]]:
-    """(rule id, alert JSON line) for one file, streamed: DuckDB renders each matching row."""
-    import duckdb
+def compile_rules(pairs: list[tuple[SigmaRule, str]], connection: Any) -> list[Rule]:
+    return [
+        Rule(
+            id=str(rule.id),
+            title=rule.title,
+            level=rule.level.name.lower() if rule.level else None,
+            fields=tuple(rule_fields(rule)),
+            condition=rule_condition(query, connection),
+        )
+        for rule, query in pairs
+    ]
 
-    ignore_errors = False
-    for rule, query in rules:
-        fields = rule_fields(rule)
-        header = json.dumps(
-            {
-                "rule_id": str(rule.id),
-                "rule": rule.title,
-                "level": rule.level.name.lower() if rule.level else None,
-                "file": str(path),
-            },
-            ensure_ascii=False,
-        )[:-1]
-        alerts = f"SELECT to_json(alert) FROM ({query}) AS alert"
-        emitted = 0
-        while True:
-            try:
-                connection.execute(view_sql(path, fields, ignore_errors))
-                result = connection.execute(alerts)
-                skip = emitted  # after a restart, rows already sent come again first, in order
-                while batch := result.fetchmany(BATCH):
-                    for (row,) in batch:
-                        if skip:
-                            skip -= 1
-                            continue
-                        emitted += 1
-                        yield str(rule.id), f"{header}, {row[1:]}"
+
+class Plan:
+    """The one query that evaluates every rule over an input."""
+
+    def __init__(self, rules: list[Rule], sentinel: str, table: bool = False) -> None:
+        self.rules = rules
+        self.sentinel = sentinel  # the kind of the record that ends each read
+        self.table = table
+        fields = [f for rule in rules for f in rule.fields] + list(TABLE_FIELDS if table else ())
+        self.fields = list(dict.fromkeys(fields))
+        self.columns = json_columns(self.fields)
+
+    def sql(self, sources: list[str], fmt: str, batches: bool, after: int) -> str:
+        """Rows of (record, batch item, batch size, kind, bad, each rule's alert JSON or NULL,
+        [the table's fields]) in input order: rows with an alert, bad rows, the first row of
+        each batch, the end sentinel, and (reading records whole) any EventList."""
+        members = {**self.columns, "kind": self.columns.get("kind", "VARCHAR")}
+        event = "STRUCT(" + ", ".join(f"{_ident(n)} {t}" for n, t in members.items()) + ")"
+        read = {**members, "items": f"{event}[]"} if batches else members
+        columns = ", ".join(f"{_literal(n)}: {_literal(t)}" for n, t in read.items())
+        reader = (
+            f"read_json([{', '.join(_literal(s) for s in sources)}], format = {_literal(fmt)}, "
+            "records = true, ignore_errors = true, compression = 'none', "
+            f"maximum_object_size = {MAX_OBJECT}, columns = {{{columns}}}) WITH ORDINALITY"
+        )
+        keys = '"replay:rec", "replay:item", "replay:n", "replay:kind"'
+        if batches:  # one row per event: a record's own, or each item of its batch
+            pack = ", ".join(f"{_ident(n)} := {_ident(n)}" for n in members)
+            entry = f"STRUCT(i BIGINT, e {event})"
+            base = (
+                f'SELECT "replay:rec", w.i AS "replay:item", "replay:n", "replay:kind", '
+                'UNNEST(w.e) FROM (SELECT ordinality AS "replay:rec", kind AS "replay:kind", '
+                'len(items) AS "replay:n", UNNEST(CASE '
+                f"WHEN items IS NULL THEN [{{'i': NULL, 'e': struct_pack({pack})}}::{entry}] "
+                f"WHEN len(items) = 0 THEN [{{'i': -1, 'e': NULL}}::{entry}] "
+                "ELSE list_transform(items, lambda x, i: {'i': i - 1, 'e': x}) END) AS w "
+                f"FROM {reader})"
+            )
+        else:
+            names = ", ".join(_ident(n) for n in self.columns)
+            base = (
+                'SELECT ordinality AS "replay:rec", NULL::BIGINT AS "replay:item", '
+                f'NULL::BIGINT AS "replay:n", kind AS "replay:kind", {names} FROM {reader}'
+            )
+        view = ", ".join(
+            f"{column_expression(f, self.columns)} AS {_ident(f)}" for f in self.fields
+        )
+        bad = " AND ".join(f"{_ident(f)} IS NULL" for f in self.fields) or "false"
+        flags = "".join(
+            f', NOT "replay:bad" AND coalesce(({rule.condition}), false) AS "replay:r{n}"'
+            for n, rule in enumerate(self.rules)
+        )
+        wanted = "".join(f' OR "replay:r{n}"' for n in range(len(self.rules)))
+        alerts = "".join(
+            f', CASE WHEN "replay:r{n}" THEN json_object('
+            + ", ".join(f"{_literal(f)}, {_ident(f)}" for f in rule.fields)
+            + ") END"
+            for n, rule in enumerate(self.rules)
+        )
+        shown = "".join(f", {_ident(f)}" for f in TABLE_FIELDS) if self.table else ""
+        kinds = ", ".join(_literal(k) for k in [self.sentinel, *([] if batches else ["EventList"])])
+        return (
+            f'SELECT {keys}, "replay:bad"{alerts}{shown} FROM (SELECT *{flags} FROM ('
+            f'SELECT *, ({bad}) AS "replay:bad" FROM (SELECT {keys}, {view} FROM ({base}))'
+            f') AS {VIEW}) WHERE "replay:rec" > {after} AND ("replay:bad"{wanted} '
+            f'OR "replay:item" <= 0 OR "replay:kind" IN ({kinds}))'
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass(frozen=True)
+class Input:
+    """One name given to replay: a regular file (gzip or not), or a stream."""
+
+    name: str
+    regular: bool
+    gzip: bool = False
+
+
+def check_input(name: str) -> Input:
+    """What the name is, or one line saying why it cannot be read (before anything is)."""
+    if name == "-":
+        return Input(name, regular=False)
+    try:
+        info = os.stat(name)
+        if stat.S_ISDIR(info.st_mode):
+            raise UserError(
+                f"replay: {name}: is a directory; pass the audit log files in it "
+                f"(e.g. {name.rstrip('/')}/*.log)"
+            )
+        if not os.access(name, os.R_OK):
+            raise PermissionError(13, "permission denied")
+        if not stat.S_ISREG(info.st_mode):
+            return Input(name, regular=False)  # a FIFO, /dev/stdin, <(command)
+        with open(name, "rb") as handle:
+            magic = handle.read(6)
+    except FileNotFoundError:
+        raise UserError(f"replay: {name}: no such file") from None
+    except PermissionError:
+        raise UserError(f"replay: {name}: permission denied (not readable by this user)") from None
+    except OSError as error:
+        raise UserError(f"replay: {name}: {(error.strerror or str(error)).lower()}") from None
+    refused = compression_refused(name, magic)
+    if refused:
+        raise UserError(f"replay: {refused}")
+    return Input(name, regular=True, gzip=magic.startswith(GZIP_MAGIC))
+
+
+def compression_refused(name: str, magic: bytes) -> str | None:
+    for prefix, (kind, tool) in REFUSED_COMPRESSION.items():
+        if magic.startswith(prefix):
+            shown = "FILE" if name == "-" else name
+            return (
+                f"{name}: {kind}-compressed; replay reads plain and gzip logs: decompress into "
+                f"it, `{tool} {shown} | convert.py replay -`"
+            )
+    return None
+
+
+def sniff(head: bytes) -> str:
+    """How the input holds its events: one JSON value per line, one array, or JSON values
+    spread over lines (pretty-printed). A first line that is not JSON means lines."""
+    text = head.removeprefix(BOM).lstrip(WHITESPACE)
+    if text.startswith(b"["):
+        return ARRAY
+    try:
+        json.loads(text.split(b"\n", 1)[0])
+        return NEWLINE_DELIMITED
+    except ValueError:
+        pass
+    try:
+        decoded = text.decode("utf-8")
+        _, end = json.JSONDecoder().raw_decode(decoded)
+    except ValueError:
+        return NEWLINE_DELIMITED
+    return UNSTRUCTURED if "\n" in decoded[:end] else NEWLINE_DELIMITED
+
+
+# ---------------------------------------------------------------------------------------------
+# Lines: record numbers to line numbers, and what is wrong with a line
+
+
+class LineCursor:
+    """Walks an input's lines in order, counting the records DuckDB sees in them (lines that
+    are not blank), so that record N maps to its line; keeps the bytes of the line it stops
+    on. A line longer than MAX_OBJECT is passed through without being held: its bytes are
+    then a placeholder naming its length."""
+
+    def __init__(self, read: Callable[[int], bytes], placeholder: bytes, line: int = 0) -> None:
+        self._read = read
+        self._placeholder = placeholder
+        self.buffer = b""
+        self.pos = 0  # where the next line starts in buffer
+        self.line = line  # lines passed
+        self.rec = 0  # records passed
+        self.last = b""  # the bytes of record `rec`
+        self._eof = False
+        self._first = True
+
+    def advance(self, rec: int) -> int:
+        """Pass lines up to record `rec` (no further than the input goes); its line number."""
+        buffer, pos, line, count = self.buffer, self.pos, self.line, self.rec
+        while count < rec:
+            end = buffer.find(b"\n", pos)
+            if end < 0:
+                self.pos = pos
+                if self._refill():
+                    buffer, pos = self.buffer, self.pos
+                    continue
+                buffer, pos = self.buffer, self.pos
+                if pos >= len(buffer):
+                    break
+                end = len(buffer)  # the last line, without a newline
+            line += 1
+            start = pos
+            if self._first:
+                self._first = False
+                if buffer.startswith(BOM, pos):
+                    start += 3
+            pos = end + 1
+            if buffer[start : start + 1] != b"{" and not buffer[start:end].strip(WHITESPACE):
+                continue  # a blank line: not a record
+            count += 1
+            if count == rec:
+                self.last = buffer[start:end]
+        self.buffer, self.pos, self.line, self.rec = buffer, pos, line, count
+        return line
+
+    def _refill(self) -> bool:
+        """More input after the partial line at pos; False at its end. A partial line longer
+        than MAX_OBJECT is read through and becomes a placeholder line."""
+        if self._eof:
+            return False
+        rest = self.buffer[self.pos :]
+        self.pos = 0
+        if len(rest) > MAX_OBJECT:
+            size = len(rest)
+            while data := self._read(CHUNK):
+                end = data.find(b"\n")
+                if end >= 0:
+                    size += end
+                    self.buffer = self._placeholder + b'%d"\n' % size + data[end + 1 :]
+                    return True
+                size += len(data)
+            self._eof = True
+            self.buffer = self._placeholder + b'%d"' % size
+            return False
+        data = self._read(CHUNK)
+        if not data:
+            self._eof = True
+            self.buffer = rest
+            return False
+        self.buffer = rest + data
+        return True
+
+
+def what_is_wrong(line: bytes, placeholder: bytes) -> str:
+    """A bad line's problem, in a reader's words."""
+    limit = f"DuckDB's {MAX_OBJECT // 2**20} MiB limit for one JSON object"
+    if line.startswith(placeholder):
+        size = int(line[len(placeholder) :].rstrip(b'"'))
+        return f"{size:,} bytes, over {limit}"
+    if len(line) > MAX_OBJECT:
+        return f"{len(line):,} bytes, over {limit}"
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return f"not valid UTF-8 (byte 0x{line[error.start]:02x} at column {error.start + 1})"
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        return f"malformed JSON ({error.msg} at column {error.colno})"
+    if not isinstance(value, dict):
+        kinds = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+        return f"{kinds.get(type(value), 'a number')}, not a JSON object"
+    if value.get("kind") == "EventList":
+        return "an EventList whose items are not a list of events"
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return "a \\u escape that is not a character (an unpaired surrogate)"
+    return "a JSON object without any audit Event field the rules read (not an audit Event)"
+
+
+def locate_document_error(fd: int, fmt: str) -> str:
+    """Where a JSON array or pretty-printed file stops being JSON, as `line L, column C:
+    what` (files up to 256 MiB are searched)."""
+    size = os.fstat(fd).st_size
+    if size > 256 * 2**20:
+        return "not valid JSON (where, in a file this large, is not located)"
+    parts: list[bytes] = []
+    offset = 0
+    while chunk := os.pread(fd, CHUNK, offset):
+        parts.append(chunk)
+        offset += len(chunk)
+    data = b"".join(parts)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        return f"line {line}, column {column}: not valid UTF-8 (byte 0x{data[error.start]:02x})"
+    try:
+        if fmt == ARRAY:
+            json.loads(text)
+        else:
+            decoder, pos = json.JSONDecoder(), 0
+            while pos < len(text):
+                while pos < len(text) and text[pos] in " \t\r\n":
+                    pos += 1
+                if pos < len(text):
+                    _, pos = decoder.raw_decode(text, pos)
+    except json.JSONDecodeError as error:
+        return f"line {error.lineno}, column {error.colno}: malformed JSON ({error.msg})"
+    return "not readable as JSON"
+
+
+# ---------------------------------------------------------------------------------------------
+# Streams
+
+
+class FdReader:
+    """Reads a file descriptor: what a stream has (os.read), or a file from an offset on
+    (os.pread, leaving the descriptor's own position alone); bytes put back come first."""
+
+    def __init__(self, fd: int, offset: int | None = None) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.pushed = b""
+        self.done = 0  # bytes read
+
+    def __call__(self, size: int) -> bytes:
+        if self.pushed:
+            data, self.pushed = self.pushed[:size], self.pushed[size:]
+            return data
+        if self.offset is None:
+            data = os.read(self.fd, size)
+        else:
+            data = os.pread(self.fd, size, self.offset)
+            self.offset += len(data)
+        self.done += len(data)
+        return data
+
+    def unread(self, data: bytes) -> None:
+        self.pushed = data + self.pushed
+
+    def ready(self, timeout: float) -> bool:
+        """Whether reading would not wait (waiting at most timeout seconds to know)."""
+        if self.pushed or self.offset is not None:
+            return True
+        with contextlib.suppress(OSError, ValueError):
+            return bool(select.select([self.fd], [], [], timeout)[0])
+        return True
+
+
+def _always(timeout: float) -> bool:
+    return True
+
+
+class _RawFd(io.RawIOBase):
+    """An FdReader as a file object, for gzip."""
+
+    def __init__(self, reader: FdReader) -> None:
+        self.reader = reader
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.reader(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def line_blocks(
+    read: Callable[[int], bytes],
+    ready: Callable[[float], bool],
+    head: bytes,
+    placeholder: bytes,
+) -> Iterator[bytes]:
+    """Blocks of whole lines of up to about CHUNK bytes; a slow stream's complete lines wait at
+    most STREAM_WAIT. A line longer than MAX_OBJECT is replaced by a placeholder line holding
+    its length, never held whole."""
+    pending = bytearray(head)
+    oversized: int | None = None  # length so far of a long line being passed through
+    eof = False
+    while not eof:
+        started = time.monotonic()
+        while len(pending) < CHUNK:
+            waited = time.monotonic() - started
+            if b"\n" in pending and not ready(max(0.0, STREAM_WAIT - waited)):
                 break
+            data = read(CHUNK - len(pending))
+            if not data:
+                eof = True
+                break
+            if oversized is not None:
+                end = data.find(b"\n")
+                if end < 0:
+                    oversized += len(data)
+                    continue
+                pending += placeholder + b'%d"\n' % (oversized + end)
+                data, oversized = data[end + 1 :], None
+            pending += data
+            start = pending.rfind(b"\n") + 1
+            if len(pending) - start > MAX_OBJECT:  # a partial line already too long
+                oversized = len(pending) - start
+                del pending[start:]
+        if eof and oversized is not None:
+            pending += placeholder + b'%d"' % oversized
+            oversized = None
+        cut = len(pending) if eof else pending.rfind(b"\n") + 1
+        if cut:
+            block = bytes(pending[:cut])
+            del pending[:cut]
+            yield _replace_long_lines(block, placeholder)
+
+
+def _replace_long_lines(block: bytes, placeholder: bytes) -> bytes:
+    """Long lines inside a block, each as a placeholder line (a window of half the limit
+    without a newline is where one can be)."""
+    step = MAX_OBJECT // 2
+    if all(block.find(b"\n", p, p + step) >= 0 for p in range(0, len(block) - step, step)):
+        return block
+    parts, pos = [], 0
+    while pos < len(block):
+        end = block.find(b"\n", pos)
+        end = len(block) if end < 0 else end
+        if end - pos > MAX_OBJECT:
+            parts.append(placeholder + b'%d"' % (end - pos) + block[end : end + 1])
+        else:
+            parts.append(block[pos : end + 1])
+        pos = end + 1
+    return b"".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived."""
+
+
+class SwitchToBatches(Exception):
+    """A record is an EventList: read on from it item by item."""
+
+    def __init__(self, rec: int) -> None:
+        self.rec = rec
+
+
+class Oversized(Exception):
+    """DuckDB stopped on a line over its object size limit."""
+
+
+@dataclass
+class Tally:
+    """What one input held."""
+
+    records: int = 0  # JSON values DuckDB read (lines that are not blank)
+    batches: int = 0  # of which EventLists
+    batch_events: int = 0  # their items
+    bad_records: int = 0
+    bad_items: int = 0
+
+    @property
+    def events(self) -> int:
+        return self.records - self.batches - self.bad_records + self.batch_events - self.bad_items
+
+
+@dataclass
+class State:
+    """One input being read."""
+
+    name: str
+    quoted: str
+    fmt: str = NEWLINE_DELIMITED
+    batches: bool = False
+    tally: Tally = field(default_factory=Tally)
+    reported: int = 0  # bad lines or items reported one by one
+    partial: bool = False  # not read to the end
+    written: tuple[int, int] = (-1, -1)  # (line or record, item) of the last row handled
+    replaying: tuple[int, int] | None = None  # rows up to here were handled before a restart
+
+
+class Replayer:
+    """Runs the plan over each input: writes alerts, reports bad input, sums up."""
+
+    def __init__(self, rules: list[Rule], connection: Any, out: TextIO, err: TextIO, fmt: str):
+        self.rules = rules
+        self.token = f"replay:end:{uuid.uuid4().hex}"
+        self.plan = Plan(rules, self.token, table=fmt == "table")
+        self.connection = connection
+        self.out = out
+        self.err = err
+        self.format = fmt
+        self.out_terminal = _is_terminal(out)
+        self.alerts = [0] * len(rules)
+        self.states: list[State] = []
+        self.headers = [
+            json.dumps({"rule_id": r.id, "rule": r.title, "level": r.level}, ensure_ascii=False)
+            for r in rules
+        ]
+        self.placeholder = f'"replay:oversized:{uuid.uuid4().hex}:'.encode()
+        self.sentinels: dict[str, str] = {}
+        self.table_started = False
+        self.lock = threading.Lock()
+        self.progress_shown = False
+        self.progress: tuple[str, Callable[[], str]] | None = None
+
+    # -- writing
+
+    def warn(self, message: str) -> None:
+        with self.lock:
+            self.clear_progress()
+            self.err.write(f"replay: {message}\n")
+            self.err.flush()
+
+    def clear_progress(self) -> None:
+        if self.progress_shown:
+            self.err.write("\r\x1b[K")
+            self.err.flush()
+            self.progress_shown = False
+
+    def show_progress(self) -> None:
+        """The progress line, drawn again in place (stderr a terminal only)."""
+        if self.progress is None:
+            return
+        name, describe = self.progress
+        with contextlib.suppress(Exception), self.lock:
+            text = f"replay: {name}: {describe()}, {_plural(sum(self.alerts), 'alert')} so far"
+            self.err.write("\r\x1b[K" + text)
+            self.err.flush()
+            self.progress_shown = True
+
+    def emit(self, state: State, location: str, row: tuple[Any, ...]) -> None:
+        count = len(self.rules)
+        for n, alert in enumerate(row[5 : 5 + count]):
+            if alert is None:
+                continue
+            self.alerts[n] += 1
+            if self.out_terminal and self.progress_shown:
+                with self.lock:
+                    self.clear_progress()
+            if self.format == "json":
+                where = f'"file": {state.quoted}, {location}'
+                self.out.write(f"{self.headers[n][:-1]}, {where}, {alert[1:]}\n")
+            else:
+                self.table_row(self.rules[n], state, location, row[5 + count :])
+
+    def table_row(self, rule: Rule, state: State, location: str, shown: tuple[Any, ...]) -> None:
+        value = dict(zip(TABLE_FIELDS, shown, strict=True))
+        where = json.loads("{" + location + "}")
+        place = f"{state.name}:{where['line']}" if "line" in where else state.name
+        if "record" in where:
+            place += f" record {where['record']}"
+        if "item" in where:
+            place += f" item {where['item']}"
+        resource = (value["objectRef.resource"], value["objectRef.subresource"])
+        target = (value["objectRef.namespace"], value["objectRef.name"])
+        cells = [
+            (value["requestReceivedTimestamp"], 27),
+            (rule.title, 36),
+            (value["user.username"], 32),
+            (" ".join(str(v) for v in (value["verb"], "/".join(filter(None, resource))) if v), 30),
+            ("/".join(filter(None, target)), 32),
+            (place, 0),
+        ]
+        if not self.table_started:
+            self.table_started = True
+            titles = ("TIME", "RULE", "USER", "ACTION", "OBJECT", "WHERE")
+            self.out.write(_cells([(t, w) for t, (_, w) in zip(titles, cells, strict=True)]))
+        self.out.write(_cells(cells))
+
+    def summary(self, stopped: str | None = None) -> None:
+        for rule, count in zip(self.rules, self.alerts, strict=True):
+            self.warn(f"{count:>9,}  {rule.title} ({rule.id})")
+        tallies = [s.tally for s in self.states]
+        bad_lines = sum(t.bad_records for t in tallies)
+        bad_items = sum(t.bad_items for t in tallies)
+        partial = sum(s.partial for s in self.states)
+        parts = [
+            _plural(len(self.states), "file"),
+            f"{sum(t.events for t in tallies):,} events read",
+            f"{_plural(bad_lines, 'line')} skipped",
+            *([f"{_plural(bad_items, 'batch item')} skipped"] if bad_items else []),
+            *([f"{_plural(partial, 'file')} not read to the end"] if partial else []),
+            _plural(len(self.rules), "rule"),
+            _plural(sum(self.alerts), "alert"),
+        ]
+        self.warn((f"stopped by {stopped}: " if stopped else "") + ", ".join(parts))
+
+    def exit_code(self) -> int:
+        skipped = any(s.partial or s.tally.bad_records or s.tally.bad_items for s in self.states)
+        return EXIT_SKIPPED if skipped else EXIT_OK
+
+    # -- reading
+
+    def run(self, inputs: list[Input]) -> None:
+        end = f'{{"kind": "{self.token}"}}'
+        fds = {fmt: _memory_file(text.encode()) for fmt, text in ((ARRAY, f"[{end}]\n"), ("", end))}
+        self.sentinels = {fmt: _fd_path(fd) for fmt, fd in fds.items()}
+        try:
+            for inp in inputs:
+                state = State(inp.name, json.dumps(inp.name, ensure_ascii=False))
+                self.states.append(state)
+                self.replay(inp, state)
+                more = state.tally.bad_records + state.tally.bad_items - state.reported
+                if more > 0:
+                    unit = "lines" if state.fmt == NEWLINE_DELIMITED else "records"
+                    self.warn(f"{inp.name}: {more:,} more bad {unit} skipped")
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+
+    def sources(self, path: str, fmt: str) -> list[str]:
+        """The input and, after it, one record marking its end (its number, less one, is how
+        many records DuckDB read)."""
+        return [path, self.sentinels.get(fmt, self.sentinels[""])]
+
+    def replay(self, inp: Input, state: State) -> None:
+        import duckdb
+
+        stdin = inp.name == "-"
+        fd = sys.stdin.fileno() if stdin else os.open(inp.name, os.O_RDONLY)
+        try:
+            if not inp.regular or inp.gzip:
+                self.stream(state, FdReader(fd))
+                return
+            try:
+                self.file(state, fd)
+            except Oversized:  # read it again as a stream; nothing is written twice
+                state.replaying, state.tally = state.written, Tally()
+                self.stream(state, FdReader(fd, offset=0))
+        except duckdb.Error as error:  # not expected with ignore_errors: said in our words
+            state.partial = True
+            what = "a read error" if isinstance(error, duckdb.IOException) else "unreadable JSON"
+            self.warn(f"{inp.name}: stopped at {what}; the rest of it was not read")
+        finally:
+            if not stdin:
+                os.close(fd)
+
+    def file(self, state: State, fd: int) -> None:
+        """DuckDB reads a regular file itself."""
+        head = os.pread(fd, 1 << 20, 0)
+        state.fmt = sniff(head)
+        if state.fmt == NEWLINE_DELIMITED and len(head) == 1 << 20:
+            state.fmt = sniff(os.pread(fd, MAX_OBJECT, 0))  # a long pretty-printed first event
+        size = os.fstat(fd).st_size
+        self.progress = (state.name, lambda: self._query_progress(size))
+        if state.fmt != NEWLINE_DELIMITED:
+            self.document(state, fd)
+            return
+        reader = FdReader(fd, offset=0)
+        self.lines(state, _fd_path(fd), LineCursor(reader, self.placeholder))
+
+    def stream(self, state: State, reader: FdReader) -> None:
+        """Blocks of whole lines, each through an in-memory file; a JSON document is spooled
+        to a temporary file and read whole."""
+        read: Callable[[int], bytes] = reader
+        ready = reader.ready
+        head = _read_at_least(reader, 8)
+        if head.startswith(GZIP_MAGIC):
+            reader.unread(head)
+            gz = gzip.GzipFile(fileobj=io.BufferedReader(_RawFd(reader), 1 << 20), mode="rb")
+            read, ready, head = gz.read1, _always, b""
+        elif refused := compression_refused(state.name, head):
+            self.warn(f"{refused} (skipped)")
+            state.partial = True
+            return
+        self.progress = (state.name, lambda: f"{reader.done / 2**20:,.0f} MiB read")
+        try:
+            while b"\n" not in head.lstrip(WHITESPACE) and len(head) < MAX_OBJECT:
+                if not (data := read(CHUNK)):
+                    break
+                head += data
+            state.fmt = sniff(head[:MAX_OBJECT])
+            if state.fmt != NEWLINE_DELIMITED:
+                with tempfile.TemporaryFile(prefix="replay-") as spool:
+                    spool.write(head)
+                    while data := read(CHUNK):
+                        spool.write(data)
+                    spool.flush()
+                    self.document(state, spool.fileno())
+                return
+            line = 0
+            for block in line_blocks(read, ready, head, self.placeholder):
+                fd = _memory_file(block)
+                try:
+                    cursor = LineCursor(_bytes_reader(block), self.placeholder, line)
+                    self.lines(state, _fd_path(fd), cursor)
+                finally:
+                    os.close(fd)
+                line += block.count(b"\n") + (not block.endswith(b"\n"))
+        except (EOFError, zlib.error, gzip.BadGzipFile):
+            state.partial = True
+            self.warn(f"{state.name}: gzip data corrupt or cut short; the rest was not read")
+        except Oversized:
+            state.partial = True
+            self.warn(f"{state.name}: a line DuckDB cannot hold; the rest was not read")
+        except OSError as error:
+            state.partial = True
+            what = (error.strerror or str(error)).lower()
+            self.warn(f"{state.name}: {what}; the rest was not read")
+
+    def lines(self, state: State, source: str, cursor: LineCursor) -> None:
+        """One query over lines (a file, or one block of a stream), each record's number made
+        its line number by the cursor. From a record that is an EventList on, it reads item
+        by item. Raises Oversized if DuckDB stops on a line over its limit."""
+        import duckdb
+
+        after = 0
+        while True:
+            sources = self.sources(source, NEWLINE_DELIMITED)
+            sql = self.plan.sql(sources, NEWLINE_DELIMITED, state.batches, after)
+            try:
+                for row in self._rows(sql):
+                    rec, kind = row[0], row[3]
+                    if kind == self.token:
+                        state.tally.records += rec - 1
+                        return
+                    if kind == "EventList" and not state.batches:
+                        raise SwitchToBatches(rec)
+                    line = cursor.advance(rec)
+                    self.row(state, "line", line, row, cursor.last if cursor.rec == rec else b"")
+                return
+            except SwitchToBatches as switch:
+                state.batches, after = True, switch.rec - 1
             except duckdb.InvalidInputException as error:
-                if ignore_errors or "JSON" not in str(error):
-                    raise
-                bad = malformed_lines(connection, path)
-                for line in bad[:MAX_REPORTED_LINES]:
-                    warn(f"{path}:{line}: not a JSON object (malformed line skipped)")
-                if len(bad) > MAX_REPORTED_LINES:
-                    warn(f"{path}: {len(bad) - MAX_REPORTED_LINES} more malformed lines skipped")
-                if not bad:
-                    first = str(error).splitlines()[0]
-                    warn(f"{path}: {first}; events DuckDB could not read were skipped")
-                ignore_errors = True
+                if "maximum_object_size" in str(error):
+                    raise Oversized() from error
+                raise
+
+    def document(self, state: State, fd: int) -> None:
+        """A JSON array or pretty-printed events: DuckDB reads the whole document; its values
+        are records numbered from 0, an EventList's items read one by one."""
+        import duckdb
+
+        sql = self.plan.sql(self.sources(_fd_path(fd), state.fmt), state.fmt, True, 0)
+        try:
+            for row in self._rows(sql):
+                rec, kind = row[0], row[3]
+                if kind == self.token:
+                    state.tally.records += rec - 1
+                    return
+                self.row(state, "record", rec - 1, row, None)
+        except duckdb.InvalidInputException:
+            state.partial = True
+            state.tally.records += state.written[0] + 1  # those before the error
+            where = locate_document_error(fd, state.fmt)
+            self.warn(f"{state.name}: {where}; the rest of the file was not read")
+
+    def row(
+        self, state: State, unit: str, number: int, row: tuple[Any, ...], line: bytes | None
+    ) -> None:
+        """One row: a batch counted, a bad line or item reported, or its alerts written. `line`
+        is the bytes of the row's line (None for a record of a document)."""
+        item, size, bad = row[1], row[2], row[4]
+        if item is not None and item <= 0:  # the first item of a batch, or an empty batch
+            state.tally.batches += 1
+            state.tally.batch_events += size
+            if item < 0:
+                return
+        at = (number, -1 if item is None else item)
+        again = state.replaying is not None and at <= state.replaying
+        state.written = max(state.written, at)
+        if bad:
+            if item is None:
+                state.tally.bad_records += 1
+            else:
+                state.tally.bad_items += 1
+            if not again and state.reported < MAX_REPORTED:
+                state.reported += 1
+                place = f":{number}" if unit == "line" else f": record {number}"
+                place += "" if item is None else f": item {item}"
+                problem = (
+                    what_is_wrong(line, self.placeholder)
+                    if item is None and line is not None
+                    else "not an audit Event object"
+                )
+                self.warn(f"{state.name}{place}: {problem} (skipped)")
+        elif not again:
+            location = f'"{unit}": {number}' + ("" if item is None else f', "item": {item}')
+            self.emit(state, location, row)
+
+    def _rows(self, sql: str) -> Iterator[tuple[Any, ...]]:
+        result = self.connection.execute(sql)
+        while batch := result.fetchmany(BATCH):
+            yield from batch
+
+    def _query_progress(self, size: int) -> str:
+        done = max(self.connection.query_progress(), 0.0)
+        return f"{done:.0f}% of {size / 2**20:,.0f} MiB"
 
 
 def run_replay(
-    files: list[Path], rules: list[tuple[SigmaRule, str]], out: TextIO, err: TextIO
+    files: list[Path] | list[str],
+    rules: list[tuple[SigmaRule, str]],
+    out: TextIO,
+    err: TextIO,
+    fmt: str = "json",
 ) -> int:
-    """`convert.py replay`: alerts as JSON lines on out, malformed lines and a summary on err."""
+    """`convert.py replay`: alerts on out (JSON lines, or a table), bad input and a summary on
+    err; returns the exit code (EXIT_*)."""
     import duckdb
 
-    for path in files:
-        if not path.is_file():
-            raise UserError(
-                f"replay: {path}: no such file; pass Kubernetes audit log files "
-                "(one JSON event per line, .gz allowed)"
-            )
+    if fmt not in FORMATS:
+        raise UserError(f"replay: --format {fmt}: replay writes {' or '.join(FORMATS)}")
+    names = [str(name) for name in files]
+    if names.count("-") > 1:
+        raise UserError("replay: - (stdin) is given twice; it can be read once")
+    inputs = [check_input(name) for name in names]
+    progress = _is_terminal(err)
     connection = duckdb.connect()
-    connection.execute("SET enable_progress_bar = false")  # stdout carries only alerts
-    counts = {str(rule.id): 0 for rule, _ in rules}
-
-    def warn(message: str) -> None:
-        print(f"replay: {message}", file=err)
-
-    for path in files:
+    connection.execute("SET enable_external_file_cache = false")
+    connection.execute(f"SET enable_progress_bar = {str(progress).lower()}")
+    connection.execute("SET enable_progress_bar_print = false")  # stdout carries only alerts
+    replayer = Replayer(compile_rules(rules, connection), connection, out, err, fmt)
+    caught: list[int] = []
+    try:
+        with _signals(caught), _progress(replayer, progress):
+            replayer.run(inputs)
+            out.flush()
+    except BrokenPipeError:
+        _quiet(out)
+        return EXIT_PIPE
+    except BaseException:
+        if not caught:
+            raise
+    if caught:
         try:
-            for rule_id, alert in replay_file(connection, path, rules, warn):
-                counts[rule_id] += 1
-                out.write(alert + "\n")
-        except duckdb.Error as error:
-            first = str(error).splitlines()[0]
-            raise UserError(
-                f"replay: {path}: cannot be read as a JSON-lines audit log ({first}); "
-                "pass raw audit.k8s.io/v1 events, one per line"
-            ) from error
-    total = sum(counts.values())
-    detail = ", ".join(f"{rule.title}: {counts[str(rule.id)]}" for rule, _ in rules)
-    warn(f"{len(files)} files, {len(rules)} rules, {total} alerts ({detail})")
-    return 0
+            out.flush()
+        except BrokenPipeError:
+            _quiet(out)
+        replayer.summary(stopped=signal.Signals(caught[0]).name)
+        return EXIT_SIGNAL + caught[0]
+    replayer.summary()
+    return replayer.exit_code()
+
+
+@contextlib.contextmanager
+def _signals(caught: list[int]) -> Iterator[None]:
+    """SIGINT and SIGTERM stop the run where it is (recorded in `caught`), so that the alerts
+    written so far are flushed; DuckDB interrupts its query on them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        caught.append(signum)
+        raise Interrupted()
+
+    saved = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) in (signal.default_int_handler, signal.SIG_DFL):
+            saved[signum] = signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def _progress(replayer: Replayer, on: bool) -> Iterator[None]:
+    """A thread that redraws the progress line once a run has taken PROGRESS_AFTER seconds."""
+    if not on:
+        yield
+        return
+    stop = threading.Event()
+
+    def loop() -> None:
+        if stop.wait(PROGRESS_AFTER):
+            return
+        while True:
+            replayer.show_progress()
+            if stop.wait(0.5):
+                return
+
+    thread = threading.Thread(target=loop, name="replay-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        with replayer.lock:
+            replayer.clear_progress()
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _quiet(out: TextIO) -> None:
+    """After the reader closed stdout: nothing more to write, and nothing to say about it."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+        os.close(devnull)
+
+
+def _memory_file(data: bytes) -> int:
+    """A file descriptor of an in-memory file (a temporary one where there is no memfd)."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("replay", os.MFD_CLOEXEC)
+    else:  # pragma: no cover - not Linux
+        fd, name = tempfile.mkstemp(prefix="replay-")
+        os.unlink(name)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    return fd
+
+
+def _fd_path(fd: int) -> str:
+    """The path by which DuckDB opens a file replay opened: no name, so no glob."""
+    return f"/dev/fd/{fd}"
+
+
+def _bytes_reader(data: bytes) -> Callable[[int], bytes]:
+    parts = [data]
+
+    def read(size: int) -> bytes:
+        return parts.pop() if parts else b""
+
+    return read
+
+
+def _read_at_least(read: Callable[[int], bytes], size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        more = read(max(size - len(data), 1 << 16))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def _cells(cells: list[tuple[Any, int]]) -> str:
+    shown = []
+    for value, width in cells:
+        text = "" if value is None else " ".join(str(value).split())
+        if width:
+            text = text if len(text) <= width else text[: width - 1] + "…"
+            text = text.ljust(width)
+        shown.append(text)
+    return "  ".join(shown).rstrip() + "\n"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def _ident(name: str) -> str:

@@ -132,17 +132,19 @@ def test_replay_reports_malformed_lines_and_evaluates_the_rest(repo: Path) -> No
         + "\n"
     )
     result = run(repo, "replay", str(log))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # finished, lines skipped
     alerts = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(a["auditID"], a["stage"]) for a in alerts] == [(attack["auditID"], "ResponseComplete")]
+    assert alerts[0]["line"] == 4
     assert alerts[0]["rule_id"] == "6f2b7a6e-3d1c-4c8e-9b7a-2e4f5d8c1a90"
     assert alerts[0]["user.username"] == "alice@example.com"
     assert alerts[0]["annotations.authorization.k8s.io/decision"] == "allow"
     assert alerts[0]["sourceIPs"] == ["203.0.113.7"]
-    assert f"{log}:2: not a JSON object" in result.stderr
-    assert f"{log}:5: not a JSON object" in result.stderr
+    assert f"{log}:2: malformed JSON" in result.stderr
+    assert f"{log}:5: an array, not a JSON object (skipped)" in result.stderr
     assert f"{log}:3:" not in result.stderr  # a blank line is not an error
-    assert "1 alerts" in result.stderr.splitlines()[-1]
+    assert "2 lines skipped" in result.stderr.splitlines()[-1]
+    assert "1 alert" in result.stderr.splitlines()[-1]
 
 
 def test_replay_reads_gzip_and_exits_0_without_alerts(repo: Path) -> None:
@@ -178,10 +180,10 @@ def test_replay_malformed_line_deep_in_a_large_file_alerts_once_per_event(repo: 
     log = repo / "audit.log"
     log.write_text("\n".join(lines) + "\n")
     result = run(repo, "replay", str(log))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr
     ids = [json.loads(line)["auditID"] for line in result.stdout.splitlines()]
     assert ids == [f"a-{n}" for n in range(40_000)]
-    assert f"{log}:39991: not a JSON object" in result.stderr
+    assert f"{log}:39991: malformed JSON" in result.stderr
 
 
 # --- Splunk stanza names: one per rule, on one plain line ------------------------------------
