@@ -80,6 +80,7 @@ VIEW = "k8s_audit"
 MAX_REPORTED = 20  # bad lines reported one by one per input, then counted
 MAX_OBJECT = 16 * 1024 * 1024  # DuckDB's read_json maximum_object_size (its default)
 CHUNK = 64 * 1024 * 1024  # bytes of whole lines per block when reading a stream
+CURSOR_BLOCK = 4 * 1024 * 1024  # bytes the line cursor reads at a time
 STREAM_WAIT = 1.0  # seconds a slow stream may keep complete lines waiting
 BATCH = 2048
 PROGRESS_AFTER = 2.0  # seconds before a progress line shows (stderr a terminal only)
@@ -348,15 +349,19 @@ def compression_refused(name: str, magic: bytes) -> str | None:
 
 def sniff(head: bytes) -> str:
     """How the input holds its events: one JSON value per line, one array, or JSON values
-    spread over lines (pretty-printed). A first line that is not JSON means lines."""
+    spread over lines (pretty-printed). A first line that is JSON means lines, unless it is
+    an array and all there is; one that is not JSON, nor the start of a value, means lines."""
     text = head.removeprefix(BOM).lstrip(WHITESPACE)
-    if text.startswith(b"["):
-        return ARRAY
+    first, _, rest = text.partition(b"\n")
     try:
-        json.loads(text.split(b"\n", 1)[0])
-        return NEWLINE_DELIMITED
+        value = json.loads(first)
     except ValueError:
         pass
+    else:
+        alone = isinstance(value, list) and not rest.strip(WHITESPACE)
+        return ARRAY if alone else NEWLINE_DELIMITED
+    if text.startswith(b"["):
+        return ARRAY
     try:
         decoded = text.decode("utf-8")
         _, end = json.JSONDecoder().raw_decode(decoded)
@@ -370,77 +375,104 @@ def sniff(head: bytes) -> str:
 
 
 class LineCursor:
-    """Walks an input's lines in order, counting the records DuckDB sees in them (lines that
-    are not blank), so that record N maps to its line; keeps the bytes of the line it stops
-    on. A line longer than MAX_OBJECT is passed through without being held: its bytes are
-    then a placeholder naming its length."""
+    """Walks an input's lines in order, counting the records DuckDB reads in them (the lines
+    that are not blank), so that record N maps to its line number; `last` is the bytes of the
+    line it stopped on. Reads blocks into one buffer, or walks bytes already in memory. A line
+    longer than MAX_OBJECT is passed through, never held: its bytes are then a placeholder
+    holding its length."""
 
-    def __init__(self, read: Callable[[int], bytes], placeholder: bytes, line: int = 0) -> None:
-        self._read = read
+    def __init__(
+        self,
+        readinto: Callable[[memoryview], int] | None,
+        placeholder: bytes,
+        line: int = 0,
+        data: bytes | None = None,
+    ) -> None:
+        self._readinto = readinto
         self._placeholder = placeholder
-        self.buffer = b""
+        self.buffer: bytes | bytearray = data if data is not None else bytearray(CURSOR_BLOCK)
+        self.end = len(data) if data is not None else 0  # bytes of buffer that hold input
+        self._eof = data is not None
         self.pos = 0  # where the next line starts in buffer
         self.line = line  # lines passed
         self.rec = 0  # records passed
-        self.last = b""  # the bytes of record `rec`
-        self._eof = False
-        self._first = True
+        self._span = (0, 0)  # where the last record's line is in buffer
+
+    @property
+    def last(self) -> bytes:
+        """The bytes of the record the cursor stopped on (until it moves again)."""
+        return bytes(self.buffer[self._span[0] : self._span[1]])
 
     def advance(self, rec: int) -> int:
         """Pass lines up to record `rec` (no further than the input goes); its line number."""
-        buffer, pos, line, count = self.buffer, self.pos, self.line, self.rec
+        buffer, pos, stop, line, count = self.buffer, self.pos, self.end, self.line, self.rec
+        start = end = pos
         while count < rec:
-            end = buffer.find(b"\n", pos)
+            end = buffer.find(b"\n", pos, stop)
             if end < 0:
                 self.pos = pos
-                if self._refill():
-                    buffer, pos = self.buffer, self.pos
+                more = self._refill()
+                buffer, pos, stop = self.buffer, self.pos, self.end
+                if more:
                     continue
-                buffer, pos = self.buffer, self.pos
-                if pos >= len(buffer):
+                if pos >= stop:
                     break
-                end = len(buffer)  # the last line, without a newline
+                end = stop  # the last line, without a newline
             line += 1
             start = pos
-            if self._first:
-                self._first = False
-                if buffer.startswith(BOM, pos):
-                    start += 3
             pos = end + 1
-            if buffer[start : start + 1] != b"{" and not buffer[start:end].strip(WHITESPACE):
-                continue  # a blank line: not a record
-            count += 1
-            if count == rec:
-                self.last = buffer[start:end]
-        self.buffer, self.pos, self.line, self.rec = buffer, pos, line, count
+            if buffer[start] == 123 and start < end:  # "{": the usual line
+                count += 1
+                continue
+            if line == 1 and buffer.startswith(BOM, start, end):  # DuckDB skips a leading BOM
+                start += 3
+            if buffer[start:end].strip(WHITESPACE):  # a blank line is not a record
+                count += 1
+        self.pos, self.line, self.rec, self._span = pos, line, count, (start, end)
         return line
 
     def _refill(self) -> bool:
-        """More input after the partial line at pos; False at its end. A partial line longer
-        than MAX_OBJECT is read through and becomes a placeholder line."""
+        """More input after the partial line at pos; False at the end of the input. A partial
+        line longer than MAX_OBJECT is read through and becomes a placeholder line."""
         if self._eof:
             return False
-        rest = self.buffer[self.pos :]
-        self.pos = 0
-        if len(rest) > MAX_OBJECT:
-            size = len(rest)
-            while data := self._read(CHUNK):
-                end = data.find(b"\n")
-                if end >= 0:
-                    size += end
-                    self.buffer = self._placeholder + b'%d"\n' % size + data[end + 1 :]
-                    return True
-                size += len(data)
+        buffer = self.buffer
+        assert isinstance(buffer, bytearray)
+        rest = self.end - self.pos
+        buffer[:rest] = buffer[self.pos : self.end]
+        self.pos, self.end = 0, rest
+        if rest > MAX_OBJECT:
+            self._pass_long_line()
+            return True
+        if rest == len(buffer):  # a line longer than the buffer: make room for it
+            buffer.extend(bytes(min(len(buffer), MAX_OBJECT + CURSOR_BLOCK - len(buffer))))
+        count = self._readinto(memoryview(buffer)[rest:])
+        if not count:
             self._eof = True
-            self.buffer = self._placeholder + b'%d"' % size
             return False
-        data = self._read(CHUNK)
-        if not data:
-            self._eof = True
-            self.buffer = rest
-            return False
-        self.buffer = rest + data
+        self.end = rest + count
         return True
+
+    def _pass_long_line(self) -> None:
+        buffer = self.buffer
+        assert isinstance(buffer, bytearray)
+        size = self.end
+        view = memoryview(buffer)
+        while count := self._readinto(view):
+            newline = buffer.find(b"\n", 0, count)
+            if newline >= 0:
+                stand_in = self._placeholder + b'%d"' % (size + newline)
+                tail = bytes(buffer[newline:count])
+                del view
+                buffer[: len(stand_in) + len(tail)] = stand_in + tail
+                self.end = len(stand_in) + len(tail)
+                return
+            size += count
+        del view
+        stand_in = self._placeholder + b'%d"' % size
+        buffer[: len(stand_in)] = stand_in
+        self.end = len(stand_in)
+        self._eof = True
 
 
 def what_is_wrong(line: bytes, placeholder: bytes) -> str:
@@ -530,6 +562,19 @@ class FdReader:
         self.done += len(data)
         return data
 
+    def readinto(self, view: memoryview) -> int:
+        if self.pushed:
+            data = self(len(view))
+            view[: len(data)] = data
+            return len(data)
+        if self.offset is None:
+            count = os.readv(self.fd, [view])
+        else:
+            count = os.preadv(self.fd, [view], self.offset)
+            self.offset += count
+        self.done += count
+        return count
+
     def unread(self, data: bytes) -> None:
         self.pushed = data + self.pushed
 
@@ -567,19 +612,20 @@ def line_blocks(
     head: bytes,
     placeholder: bytes,
 ) -> Iterator[bytes]:
-    """Blocks of whole lines of up to about CHUNK bytes; a slow stream's complete lines wait at
-    most STREAM_WAIT. A line longer than MAX_OBJECT is replaced by a placeholder line holding
-    its length, never held whole."""
+    """Blocks of whole lines of about CHUNK bytes; a slow stream's complete lines wait at most
+    STREAM_WAIT. A line longer than MAX_OBJECT is replaced by a placeholder line holding its
+    length, never held whole."""
     pending = bytearray(head)
+    line_start = pending.rfind(b"\n") + 1  # where the partial last line starts
     oversized: int | None = None  # length so far of a long line being passed through
     eof = False
     while not eof:
         started = time.monotonic()
-        while len(pending) < CHUNK:
+        while len(pending) < CHUNK or not line_start:
             waited = time.monotonic() - started
-            if b"\n" in pending and not ready(max(0.0, STREAM_WAIT - waited)):
+            if line_start and (waited >= STREAM_WAIT or not ready(STREAM_WAIT - waited)):
                 break
-            data = read(CHUNK - len(pending))
+            data = read(CHUNK)
             if not data:
                 eof = True
                 break
@@ -589,19 +635,21 @@ def line_blocks(
                     oversized += len(data)
                     continue
                 pending += placeholder + b'%d"\n' % (oversized + end)
-                data, oversized = data[end + 1 :], None
+                line_start, data, oversized = len(pending), data[end + 1 :], None
+            newline = data.rfind(b"\n")
+            if newline >= 0:
+                line_start = len(pending) + newline + 1
             pending += data
-            start = pending.rfind(b"\n") + 1
-            if len(pending) - start > MAX_OBJECT:  # a partial line already too long
-                oversized = len(pending) - start
-                del pending[start:]
+            if len(pending) - line_start > MAX_OBJECT:  # a partial line already too long
+                oversized = len(pending) - line_start
+                del pending[line_start:]
         if eof and oversized is not None:
             pending += placeholder + b'%d"' % oversized
-            oversized = None
-        cut = len(pending) if eof else pending.rfind(b"\n") + 1
+        cut = len(pending) if eof else line_start
         if cut:
             block = bytes(pending[:cut])
             del pending[:cut]
+            line_start = 0
             yield _replace_long_lines(block, placeholder)
 
 
@@ -841,7 +889,7 @@ class Replayer:
             self.document(state, fd)
             return
         reader = FdReader(fd, offset=0)
-        self.lines(state, _fd_path(fd), LineCursor(reader, self.placeholder))
+        self.lines(state, _fd_path(fd), LineCursor(reader.readinto, self.placeholder))
 
     def stream(self, state: State, reader: FdReader) -> None:
         """Blocks of whole lines, each through an in-memory file; a JSON document is spooled
@@ -876,7 +924,7 @@ class Replayer:
             for block in line_blocks(read, ready, head, self.placeholder):
                 fd = _memory_file(block)
                 try:
-                    cursor = LineCursor(_bytes_reader(block), self.placeholder, line)
+                    cursor = LineCursor(None, self.placeholder, line, data=block)
                     self.lines(state, _fd_path(fd), cursor)
                 finally:
                     os.close(fd)
@@ -901,17 +949,13 @@ class Replayer:
         after = 0
         while True:
             sources = self.sources(source, NEWLINE_DELIMITED)
-            sql = self.plan.sql(sources, NEWLINE_DELIMITED, state.batches, after)
+            result = self.connection.execute(
+                self.plan.sql(sources, NEWLINE_DELIMITED, state.batches, after)
+            )
             try:
-                for row in self._rows(sql):
-                    rec, kind = row[0], row[3]
-                    if kind == self.token:
-                        state.tally.records += rec - 1
+                while batch := result.fetchmany(BATCH):
+                    if self.line_rows(state, batch, cursor):
                         return
-                    if kind == "EventList" and not state.batches:
-                        raise SwitchToBatches(rec)
-                    line = cursor.advance(rec)
-                    self.row(state, "line", line, row, cursor.last if cursor.rec == rec else b"")
                 return
             except SwitchToBatches as switch:
                 state.batches, after = True, switch.rec - 1
@@ -919,6 +963,42 @@ class Replayer:
                 if "maximum_object_size" in str(error):
                     raise Oversized() from error
                 raise
+
+    def line_rows(self, state: State, rows: list[tuple[Any, ...]], cursor: LineCursor) -> bool:
+        """A batch of rows over lines; True once the end sentinel came. The usual row, a
+        record with alerts written as JSON, takes the short way."""
+        written: list[str] = []
+        advance, count, alerts = cursor.advance, len(self.rules), self.alerts
+        fast = self.format == "json" and state.replaying is None
+        prefixes = [f'{h[:-1]}, "file": {state.quoted}, "line": ' for h in self.headers]
+        try:
+            for row in rows:
+                rec, item, kind = row[0], row[1], row[3]
+                if kind is not None and kind != "Event":
+                    if kind == self.token:
+                        state.tally.records += rec - 1
+                        return True
+                    if kind == "EventList" and not state.batches:
+                        raise SwitchToBatches(rec)
+                line = advance(rec)
+                if fast and item is None and not row[4]:
+                    for n in range(count):
+                        alert = row[5 + n]
+                        if alert is not None:
+                            alerts[n] += 1
+                            written.append(f"{prefixes[n]}{line}, {alert[1:]}\n")
+                    state.written = (line, -1)
+                    continue
+                self.out.write("".join(written))
+                written.clear()
+                self.row(state, "line", line, row, cursor if cursor.rec == rec else None)
+            return False
+        finally:
+            if written:
+                if self.out_terminal and self.progress_shown:
+                    with self.lock:
+                        self.clear_progress()
+                self.out.write("".join(written))
 
     def document(self, state: State, fd: int) -> None:
         """A JSON array or pretty-printed events: DuckDB reads the whole document; its values
@@ -940,10 +1020,15 @@ class Replayer:
             self.warn(f"{state.name}: {where}; the rest of the file was not read")
 
     def row(
-        self, state: State, unit: str, number: int, row: tuple[Any, ...], line: bytes | None
+        self,
+        state: State,
+        unit: str,
+        number: int,
+        row: tuple[Any, ...],
+        cursor: LineCursor | None,
     ) -> None:
-        """One row: a batch counted, a bad line or item reported, or its alerts written. `line`
-        is the bytes of the row's line (None for a record of a document)."""
+        """One row: a batch counted, a bad line or item reported, or its alerts written. The
+        cursor, if given, stands on the row's line."""
         item, size, bad = row[1], row[2], row[4]
         if item is not None and item <= 0:  # the first item of a batch, or an empty batch
             state.tally.batches += 1
@@ -963,8 +1048,8 @@ class Replayer:
                 place = f":{number}" if unit == "line" else f": record {number}"
                 place += "" if item is None else f": item {item}"
                 problem = (
-                    what_is_wrong(line, self.placeholder)
-                    if item is None and line is not None
+                    what_is_wrong(cursor.last, self.placeholder)
+                    if item is None and cursor is not None
                     else "not an audit Event object"
                 )
                 self.warn(f"{state.name}{place}: {problem} (skipped)")
@@ -1108,15 +1193,6 @@ def _memory_file(data: bytes) -> int:
 def _fd_path(fd: int) -> str:
     """The path by which DuckDB opens a file replay opened: no name, so no glob."""
     return f"/dev/fd/{fd}"
-
-
-def _bytes_reader(data: bytes) -> Callable[[int], bytes]:
-    parts = [data]
-
-    def read(size: int) -> bytes:
-        return parts.pop() if parts else b""
-
-    return read
 
 
 def _read_at_least(read: Callable[[int], bytes], size: int) -> bytes:

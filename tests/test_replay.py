@@ -1,0 +1,694 @@
+"""`convert.py replay` as a user runs it on what they have: bad bytes, huge lines, pipes,
+webhook batches, JSON documents, many rules; each alert located by file and line, compared
+with a plain Python reference of the labelled events."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cases import EVENTS
+from conftest import one_error_line, run
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from k8s_audit_detect import replay
+
+ROOT = Path(__file__).resolve().parent.parent
+LABELLED = sorted(EVENTS.glob("*.json"))  # match_* alert with the rule alone, nomatch_* do not
+
+
+def labelled(n: int) -> tuple[dict[str, Any], bool]:
+    """The n-th labelled event (cycling), with a unique auditID, and whether it alerts."""
+    path = LABELLED[n % len(LABELLED)]
+    event = json.loads(path.read_text())
+    event["auditID"] = f"ev-{n}"
+    return event, path.stem.startswith("match_")
+
+
+def line(event: dict[str, Any]) -> bytes:
+    return json.dumps(event).encode()
+
+
+@pytest.fixture(scope="module")
+def pairs(token_rule, query_for) -> list[tuple[Any, str]]:
+    return [(token_rule, query_for("duckdb"))]
+
+
+def replay_in_process(
+    names: list[str], pairs: list[tuple[Any, str]], fmt: str = "json"
+) -> tuple[int, list[dict[str, Any]], str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = replay.run_replay(names, pairs, out, err, fmt)
+    return code, [json.loads(x) for x in out.getvalue().split("\n") if x], err.getvalue()
+
+
+def replay_cli(
+    *args: str, stdin: bytes | None = None, **kwargs: Any
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "convert.py", "replay", *args],
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+        **kwargs,
+    )
+
+
+def alerts_of(stdout: bytes) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in stdout.decode().split("\n") if x]
+
+
+def no_traceback(stderr: str | bytes) -> None:
+    text = stderr.decode() if isinstance(stderr, bytes) else stderr
+    assert "Traceback" not in text and "Error:" not in text and "CSV" not in text, text
+
+
+# --- bad input costs only itself ------------------------------------------------------------
+
+
+def test_one_invalid_byte_in_1000_events_loses_no_other_alert(tmp_path: Path, pairs) -> None:
+    """On main, one byte that is not UTF-8 dropped every alert of the file (and exit 2)."""
+    lines, expected = [], []
+    for n in range(1000):
+        event, alerts = labelled(n)
+        lines.append(line(event))
+        if alerts:
+            expected.append((f"ev-{n}", n + 1))
+    bad = next(n for n in range(500, 1000) if labelled(n)[1])  # an alerting event, broken
+    lines[bad] = lines[bad].replace(b'"create"', b'"cr\xffeate"')
+    expected.remove((f"ev-{bad}", bad + 1))
+    log = tmp_path / "audit.log"
+    log.write_bytes(b"\n".join(lines) + b"\n")
+    code, alerts, err = replay_in_process([str(log)], pairs)
+    assert [(a["auditID"], a["line"]) for a in alerts] == expected
+    assert all(a["file"] == str(log) for a in alerts)
+    assert f"{log}:{bad + 1}: not valid UTF-8 (byte 0xff at column" in err
+    assert "999 events read, 1 line skipped" in err.splitlines()[-1]
+    assert code == replay.EXIT_SKIPPED
+    no_traceback(err)
+
+
+@pytest.mark.parametrize("path", ["file", "stdin"])
+def test_a_line_over_duckdbs_object_limit_costs_only_itself(tmp_path: Path, path: str) -> None:
+    """A 40 MB requestObject (possible at the RequestResponse level) stopped DuckDB's reader
+    and, on main, every alert of the file; read from a file it now makes replay read the file
+    again as a stream, without writing any alert twice."""
+    events = [labelled(n) for n in range(6)]
+    attack = next(e for e, alerts in events if alerts)
+    huge = dict(attack, auditID="huge", requestObject={"data": "x" * (40 * 2**20)})
+    lines = [line(e) for e, _ in events[:3]] + [line(huge)] + [line(e) for e, _ in events[3:]]
+    log = tmp_path / "audit.log"
+    log.write_bytes(b"\n".join(lines) + b"\n")
+    result = replay_cli(str(log)) if path == "file" else replay_cli("-", stdin=log.read_bytes())
+    name = str(log) if path == "file" else "-"
+    expected = [(e["auditID"], n) for n, (e, a) in enumerate(events, 1) if a]
+    expected = [(i, n if n <= 3 else n + 1) for i, n in expected]
+    assert [(a["auditID"], a["line"]) for a in alerts_of(result.stdout)] == expected
+    stderr = result.stderr.decode()
+    assert f"{name}:4: {len(lines[3]):,} bytes, over DuckDB's 16 MiB limit" in stderr
+    assert "6 events read, 1 line skipped" in stderr.splitlines()[-1]
+    assert result.returncode == replay.EXIT_SKIPPED
+    no_traceback(stderr)
+
+
+def test_bad_lines_are_reported_up_to_a_limit_then_counted(tmp_path: Path, pairs) -> None:
+    event, _ = labelled(0)
+    lines = [b"{not json" for _ in range(replay.MAX_REPORTED + 5)] + [line(event)]
+    log = tmp_path / "audit.log"
+    log.write_bytes(b"\n".join(lines))
+    code, alerts, err = replay_in_process([str(log)], pairs)
+    reported = [x for x in err.splitlines() if "malformed JSON" in x]
+    assert len(reported) == replay.MAX_REPORTED
+    assert f"replay: {log}: 5 more bad lines skipped" in err
+    assert [a["line"] for a in alerts] == [len(lines)]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (b'{"verb": "create",', "malformed JSON (Expecting property name"),
+        (b'{"a": 1} {"b": 2}', "malformed JSON (Extra data at column 10)"),
+        (b'["create"]', "an array, not a JSON object"),
+        (b'"text"', "a string, not a JSON object"),
+        (b"42", "a number, not a JSON object"),
+        (b"{}", "a JSON object without any audit Event field"),
+        (b'{"verb": "\xc3"}', "not valid UTF-8 (byte 0xc3 at column 11)"),
+        (b'{"verb": "\\ud800"}', "a \\u escape that is not a character"),
+        (b"\x00", "malformed JSON"),
+        (b'{"kind": "EventList", "items": 3}', "an EventList whose items are not a list"),
+    ],
+)
+def test_each_bad_line_says_what_is_wrong(tmp_path: Path, pairs, text: bytes, problem: str):
+    event, _ = labelled(0)
+    log = tmp_path / "audit.log"
+    log.write_bytes(line(event) + b"\n" + text + b"\n" + line(event) + b"\n")
+    code, alerts, err = replay_in_process([str(log)], pairs)
+    assert f"{log}:2: {problem}" in err
+    assert [a["line"] for a in alerts] == [1, 3]
+    no_traceback(err)
+
+
+# --- what users have: pipes, batches, documents ----------------------------------------------
+
+
+def alerting_events(count: int) -> list[dict[str, Any]]:
+    return [e for e, alerts in (labelled(n) for n in range(count)) if alerts]
+
+
+def test_stdin(pairs) -> None:
+    events = [labelled(n) for n in range(40)]
+    data = b"".join(line(e) + b"\n" for e, _ in events)
+    result = replay_cli("-", stdin=data)
+    expected = [(e["auditID"], "-", n) for n, (e, a) in enumerate(events, 1) if a]
+    assert [(a["auditID"], a["file"], a["line"]) for a in alerts_of(result.stdout)] == expected
+    assert result.returncode == 0
+    assert "40 events read" in result.stderr.decode()
+
+
+def test_gzip_from_stdin_and_a_gzip_cut_short(tmp_path: Path) -> None:
+    events = [labelled(n) for n in range(40)]
+    data = gzip.compress(b"".join(line(e) + b"\n" for e, _ in events))
+    whole = replay_cli("-", stdin=data)
+    assert len(alerts_of(whole.stdout)) == sum(a for _, a in events)
+    cut = tmp_path / "audit.log.gz"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    result = replay_cli(str(cut))
+    assert "gzip data corrupt or cut short; the rest was not read" in result.stderr.decode()
+    assert result.returncode == replay.EXIT_SKIPPED
+    no_traceback(result.stderr)
+
+
+def test_a_named_pipe(tmp_path: Path, pairs) -> None:
+    events = [labelled(n) for n in range(30)]
+    fifo = tmp_path / "audit.fifo"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        with open(fifo, "wb") as pipe:
+            for event, _ in events:
+                pipe.write(line(event) + b"\n")
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    code, alerts, err = replay_in_process([str(fifo)], pairs)
+    writer.join()
+    expected = [(e["auditID"], n) for n, (e, a) in enumerate(events, 1) if a]
+    assert [(a["auditID"], a["line"]) for a in alerts] == expected
+    assert code == 0, err
+
+
+def test_process_substitution(tmp_path: Path) -> None:
+    """`replay <(zcat audit.log.gz)`: the shell passes /dev/fd/N, a pipe."""
+    events = [labelled(n) for n in range(30)]
+    read, write = os.pipe()
+    os.write(write, b"".join(line(e) + b"\n" for e, _ in events))
+    os.close(write)
+    try:
+        result = replay_cli(f"/dev/fd/{read}", pass_fds=(read,))
+    finally:
+        os.close(read)
+    assert len(alerts_of(result.stdout)) == sum(a for _, a in events)
+    assert result.returncode == 0, result.stderr
+
+
+def test_audit_webhook_batches_are_read_item_by_item(tmp_path: Path, pairs) -> None:
+    """The webhook backend writes one EventList per line; on main they gave 0 alerts."""
+    events = [labelled(n) for n in range(30)]
+    single, *rest = events
+    batches = [rest[:12], [], rest[12:]]
+    log = tmp_path / "webhook.log"
+    log.write_text(
+        json.dumps(single[0])
+        + "\n"
+        + "".join(
+            json.dumps(
+                {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": [e for e, _ in b]}
+            )
+            + "\n"
+            for b in batches
+        )
+    )
+    code, alerts, err = replay_in_process([str(log)], pairs)
+    expected = [(single[0]["auditID"], 1, None)] if single[1] else []
+    for n, batch in zip((2, 3, 4), batches, strict=True):
+        expected += [(e["auditID"], n, k) for k, (e, a) in enumerate(batch) if a]
+    assert [(a["auditID"], a["line"], a.get("item")) for a in alerts] == expected
+    assert "30 events read" in err.splitlines()[-1]
+    assert code == 0
+
+
+def test_a_bad_item_in_a_batch_costs_only_itself(tmp_path: Path, pairs) -> None:
+    event, _ = labelled(0)
+    log = tmp_path / "webhook.log"
+    log.write_text(json.dumps({"kind": "EventList", "items": [event, "oops", event]}) + "\n")
+    code, alerts, err = replay_in_process([str(log)], pairs)
+    assert [(a["line"], a["item"]) for a in alerts] == [(1, 0), (1, 2)]
+    assert f"{log}:1: item 1: not an audit Event object (skipped)" in err
+    assert "1 batch item skipped" in err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("shape", ["array", "pretty", "array-of-batches"])
+def test_json_documents(tmp_path: Path, pairs, shape: str) -> None:
+    events = [labelled(n) for n in range(12)]
+    plain = [e for e, _ in events]
+    if shape == "array":
+        text, expected = json.dumps(plain, indent=2), [(n, None) for n in range(12)]
+    elif shape == "pretty":
+        text = "".join(json.dumps(e, indent=2) + "\n" for e in plain)
+        expected = [(n, None) for n in range(12)]
+    else:
+        text = json.dumps(
+            [{"kind": "EventList", "items": plain[:5]}, {"kind": "EventList", "items": plain[5:]}]
+        )
+        expected = [(0, k) for k in range(5)] + [(1, k) for k in range(7)]
+    log = tmp_path / "audit.json"
+    log.write_text(text)
+    code, alerts, err = replay_in_process([str(log)], pairs)
+    alerting = [where for where, (_, a) in zip(expected, events, strict=True) if a]
+    assert [(a["record"], a.get("item")) for a in alerts] == alerting
+    assert "12 events read" in err.splitlines()[-1]
+    assert code == 0
+
+
+def test_the_projects_own_pretty_printed_events(pairs) -> None:
+    """tests/events/*.json, one pretty-printed event each: on main, a warning per line."""
+    files = [str(p) for p in LABELLED]
+    code, alerts, err = replay_in_process(files, pairs)
+    assert sorted(a["file"] for a in alerts) == sorted(
+        str(p) for p in LABELLED if p.stem.startswith("match_")
+    )
+    assert {a["record"] for a in alerts} == {0}
+    assert code == 0, err
+
+
+def test_a_broken_json_document_is_located_and_ends_only_that_file(tmp_path: Path, pairs):
+    events = [json.dumps(labelled(n)[0], indent=2) for n in range(4)]
+    broken = tmp_path / "broken.json"
+    broken.write_text(events[0] + "\n" + events[1][:-10] + "\n" + events[2] + "\n")
+    fine = tmp_path / "fine.jsonl"
+    fine.write_text(json.dumps(labelled(0)[0]) + "\n")
+    code, alerts, err = replay_in_process([str(broken), str(fine)], pairs)
+    assert f"{broken}: line " in err and "malformed JSON" in err
+    assert "the rest of the file was not read" in err
+    assert alerts[-1]["file"] == str(fine)
+    assert code == replay.EXIT_SKIPPED
+
+
+# --- names are names -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["a*.jsonl", "a[12].jsonl", "a?.jsonl", "a{1,2}.jsonl"])
+def test_a_file_name_is_never_a_glob(tmp_path: Path, pairs, name: str) -> None:
+    """On main, `a*.jsonl` read a1.jsonl and a2.jsonl as well, labelled with the wrong name."""
+    for n in (1, 2):
+        (tmp_path / f"a{n}.jsonl").write_text(json.dumps(alerting_events(40)[n]) + "\n")
+    odd = tmp_path / name
+    odd.write_text(json.dumps(alerting_events(40)[0]) + "\n")
+    code, alerts, err = replay_in_process([str(odd)], pairs)
+    assert [(a["file"], a["auditID"]) for a in alerts] == [
+        (str(odd), alerting_events(40)[0]["auditID"])
+    ]
+
+
+def test_a_directory_has_its_own_message(tmp_path: Path) -> None:
+    line_ = one_error_line(run(ROOT, "replay", str(tmp_path)))
+    assert f"{tmp_path}: is a directory; pass the audit log files in it" in line_
+
+
+def test_an_unreadable_file_has_its_own_message(tmp_path: Path, monkeypatch) -> None:
+    log = tmp_path / "audit.log"
+    log.write_text("{}\n")
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # root reads everything
+    with pytest.raises(replay.UserError, match="audit.log: permission denied"):
+        replay.check_input(str(log))
+
+
+def test_zstd_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log.zst"
+    log.write_bytes(b"\x28\xb5\x2f\xfd" + b"\x00" * 20)
+    line_ = one_error_line(run(ROOT, "replay", str(log)))
+    assert f"{log}: zstd-compressed" in line_ and "zstd -dc" in line_
+
+
+# --- all rules in one pass -----------------------------------------------------------------
+
+RULES = {
+    "denied": """
+title: Denied token request
+id: 11111111-1111-4111-8111-111111111111
+logsource: {product: kubernetes, service: audit}
+detection:
+  selection:
+    objectRef.subresource: token
+    responseStatus.code: 403
+  condition: selection
+fields: [user.groups, sourceIPs]
+level: low
+""",
+    "decision": """
+title: Forbidden by RBAC
+id: 22222222-2222-4222-8222-222222222222
+logsource: {product: kubernetes, service: audit}
+detection:
+  selection:
+    annotations.authorization.k8s.io/decision: forbid
+  condition: selection
+fields: [annotations.authorization.k8s.io/reason, requestObject.spec]
+level: low
+""",
+    "bound": """
+title: Token bound to a pod
+id: 33333333-3333-4333-8333-333333333333
+logsource: {product: kubernetes, service: audit}
+detection:
+  selection:
+    requestObject.spec.boundObjectRef.kind: Pod
+  filter:
+    requestObject.spec.expirationSeconds|lt: 3600
+  condition: selection and not filter
+fields: [requestObject.spec.expirationSeconds, user.extra.authentication.kubernetes.io/pod-name]
+level: low
+""",
+}
+
+
+def reference(rule: str, event: dict[str, Any]) -> bool:
+    """What each test rule means, in Python."""
+    spec = (event.get("requestObject") or {}).get("spec") or {}
+    if rule == "denied":
+        ref = event.get("objectRef") or {}
+        return (
+            ref.get("subresource") == "token"
+            and (event.get("responseStatus") or {}).get("code") == 403
+        )
+    if rule == "decision":
+        return (event.get("annotations") or {}).get("authorization.k8s.io/decision") == "forbid"
+    seconds = spec.get("expirationSeconds")
+    bound = (spec.get("boundObjectRef") or {}).get("kind") == "Pod"
+    return bound and not (isinstance(seconds, int) and seconds < 3600)
+
+
+@pytest.fixture(scope="module")
+def many_rules(pairs, tmp_path_factory) -> list[tuple[Any, str]]:
+    from sigma.collection import SigmaCollection
+
+    from convert import REPLAY_TARGET, convert_target, rule_stem, sigma_rules
+
+    folder = tmp_path_factory.mktemp("rules")
+    for name, text in RULES.items():
+        (folder / f"{name}.yml").write_text(text)
+    collection = SigmaCollection.load_ruleset([folder])
+    queries = convert_target(REPLAY_TARGET, collection)
+    return pairs + [(r, queries[rule_stem(r)]) for r in sigma_rules(collection)]
+
+
+def test_every_rule_in_one_pass_over_the_input(tmp_path: Path, many_rules, monkeypatch):
+    """Rules whose fields differ (a number, arrays, nested objects, a key with dots and
+    slashes, an object read whole and through a path below it) evaluated by one query per
+    input: on main, one read of the file per rule."""
+    import duckdb
+
+    events = [labelled(n)[0] for n in range(3 * len(LABELLED))]
+    for n, event in enumerate(events):  # vary what the rules test, whatever the label
+        event.setdefault("user", {})["extra"] = {"authentication.kubernetes.io/pod-name": [f"p{n}"]}
+        spec = {"boundObjectRef": {"kind": ["Pod", "Secret", None][n % 3], "name": f"x{n}"}}
+        if n % 4:
+            spec["expirationSeconds"] = [600, 3607, 86400][n % 3]
+        event["requestObject"] = {"kind": "TokenRequest", "spec": spec}
+        event.setdefault("responseStatus", {})["code"] = [201, 403][n % 2]
+    log = tmp_path / "audit.log"
+    log.write_text("".join(json.dumps(e) + "\n" for e in events))
+    reads: list[str] = []
+    connect = duckdb.connect
+
+    class Counting:
+        def __init__(self) -> None:
+            self.inner = connect()
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            if "read_json" in sql:
+                reads.append(sql)
+            return self.inner.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(duckdb, "connect", Counting)
+    code, alerts, err = replay_in_process([str(log)], many_rules)
+    assert len(reads) == 1
+    got = {(a["rule"], a["auditID"]) for a in alerts}
+    titles = {"denied": "Denied token request", "decision": "Forbidden by RBAC"}
+    titles["bound"] = "Token bound to a pod"
+    for key, title in titles.items():
+        want = {e["auditID"] for e in events if reference(key, e)}
+        assert {i for t, i in got if t == title} == want, key
+        assert want, f"no labelled event exercises rule {key}"
+    by_id = {e["auditID"]: e for e in events}
+    for alert in alerts:
+        event = by_id[alert["auditID"]]
+        if alert["rule"] == "Denied token request":
+            assert alert["user.groups"] == event["user"].get("groups")
+            assert alert["sourceIPs"] == event.get("sourceIPs")
+            assert alert["responseStatus.code"] == 403
+        if alert["rule"] == "Forbidden by RBAC":
+            spec = (event.get("requestObject") or {}).get("spec")
+            assert json.loads(alert["requestObject.spec"] or "null") == spec
+        if alert["rule"] == "Token bound to a pod":
+            number = events.index(event)
+            assert alert["user.extra.authentication.kubernetes.io/pod-name"] == [f"p{number}"]
+    summary = err.splitlines()
+    assert any(
+        x.endswith("Forbidden by RBAC (22222222-2222-4222-8222-222222222222)") for x in summary
+    )
+    assert code == 0
+
+
+# --- output --------------------------------------------------------------------------------
+
+
+def test_table_for_a_person(tmp_path: Path, pairs) -> None:
+    events = alerting_events(20)[:2]
+    log = tmp_path / "audit.log"
+    log.write_text("".join(json.dumps(e) + "\n" for e in events))
+    code, _, _ = 0, None, None
+    out, err = io.StringIO(), io.StringIO()
+    code = replay.run_replay([str(log)], pairs, out, err, "table")
+    rows = out.getvalue().splitlines()
+    assert rows[0].split() == ["TIME", "RULE", "USER", "ACTION", "OBJECT", "WHERE"]
+    assert len(rows) == 3
+    assert rows[1].endswith(f"{log}:1") and rows[2].endswith(f"{log}:2")
+    assert "create serviceaccounts/token" in rows[1]
+    assert code == 0
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (["--env", "eks"], []),
+        ([], ["--env", "eks"]),
+        (["--format", "table"], []),
+        ([], ["--format", "table"]),
+    ],
+)
+def test_options_mean_the_same_before_and_after_replay(tmp_path: Path, before, after) -> None:
+    """On main, `convert.py --env X replay FILE` silently ignored --env."""
+    from cases import ENV_EVENTS
+
+    quiet = [json.loads(p.read_text()) for p in sorted((ENV_EVENTS / "eks").glob("nomatch_*"))]
+    log = tmp_path / "audit.log"
+    log.write_text("".join(json.dumps(e) + "\n" for e in quiet + alerting_events(20)[:1]))
+    options = before + after
+    placed = subprocess.run(
+        [sys.executable, "convert.py", *before, "replay", *after, str(log)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    reference_ = subprocess.run(
+        [sys.executable, "convert.py", "replay", *options, str(log)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert placed.stdout == reference_.stdout and placed.returncode == reference_.returncode
+    if "--env" in options:
+        assert len(placed.stdout.splitlines()) == 1  # the platform's own minters are quiet
+    else:
+        assert placed.stdout.startswith("TIME")
+
+
+@pytest.mark.parametrize(
+    ("args", "refused"),
+    [
+        (["-t", "splunk", "replay"], "-t/--target does not go with replay"),
+        (["--check", "replay"], "--check does not go with replay"),
+        (["--stdout", "replay"], "--stdout does not go with replay"),
+        (["--format", "text", "replay"], "replay --format is json or table"),
+        (["--format", "json", "replay", "--format", "table"], "--format given twice"),
+        (["--format", "table"], "--format table goes with replay"),
+    ],
+)
+def test_options_that_do_not_go_with_replay_are_refused(args: list[str], refused: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "convert.py", *args, *(["x.log"] if "replay" in args else [])],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and refused in result.stderr, result.stderr
+
+
+def test_closing_the_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`replay ... | head -1`: on main, a BrokenPipeError traceback."""
+    attack = alerting_events(20)[0]
+    log = tmp_path / "audit.log"
+    log.write_text((json.dumps(attack) + "\n") * 20_000)
+    script = f'set -o pipefail; "{sys.executable}" convert.py replay "{log}" | head -1'
+    result = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, timeout=120)
+    assert len(result.stdout.splitlines()) == 1
+    assert json.loads(result.stdout)["line"] == 1
+    assert result.returncode == replay.EXIT_PIPE
+    assert result.stderr == b""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_flushes_the_alerts_so_far(tmp_path: Path, signum: int) -> None:
+    """Stopped while it waits on a pipe, replay writes the alerts of the file before it (on
+    main, SIGTERM lost up to 8 KB of buffered alerts), sums up and exits 128 + the signal."""
+    events = alerting_events(40)
+    first = tmp_path / "first.log"
+    first.write_text("".join(json.dumps(e) + "\n" for e in events))
+    fifo = tmp_path / "live.fifo"
+    os.mkfifo(fifo)
+    child = subprocess.Popen(
+        [sys.executable, "convert.py", "replay", str(first), str(fifo)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    with open(fifo, "wb") as pipe:  # returns once replay has opened it: first.log is done
+        pipe.write(line(events[0])[:20])  # and replay waits for the rest of a line
+        pipe.flush()
+        time.sleep(0.5)
+        child.send_signal(signum)
+        stdout, stderr = child.communicate(timeout=60)
+    assert [a["auditID"] for a in alerts_of(stdout)] == [e["auditID"] for e in events]
+    assert child.returncode == replay.EXIT_SIGNAL + signum
+    text = stderr.decode()
+    assert f"stopped by {signal.Signals(signum).name}" in text.splitlines()[-1]
+    no_traceback(text)
+
+
+def test_a_progress_line_on_a_terminal(tmp_path: Path) -> None:
+    """Inputs that take more than a few seconds show where replay is, on stderr, when stderr
+    is a terminal."""
+    import pty
+
+    fifo = tmp_path / "slow.fifo"
+    os.mkfifo(fifo)
+    controller, terminal = pty.openpty()
+    child = subprocess.Popen(
+        [sys.executable, "convert.py", "replay", str(fifo)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    with open(fifo, "wb") as pipe:
+        for n in range(30):
+            pipe.write(line(labelled(n)[0]) + b"\n")
+            pipe.flush()
+            time.sleep(0.15)
+    child.wait(timeout=60)
+    shown = b""
+    with pytest.raises(OSError):
+        while chunk := os.read(controller, 1 << 16):
+            shown += chunk
+    os.close(controller)
+    assert b"\r\x1b[Kreplay: " + str(fifo).encode() + b": " in shown
+    assert b"MiB read" in shown
+    assert shown.rstrip().endswith(b"alerts")  # the summary, the progress line cleared
+
+
+# --- lines and records, against a reference ---------------------------------------------------
+
+KINDS = st.sampled_from(
+    ["event"] * 6 + ["batch", "blank", "spaces", "malformed", "invalid", "string", "empty"]
+)
+
+
+@st.composite
+def logs(draw) -> tuple[bytes, list[tuple[str, int, int | None]], list[int], int]:
+    """A log of mixed lines; the alerts (auditID, line, item) and bad lines it should give,
+    and the events in it."""
+    kinds = draw(st.lists(KINDS, min_size=1, max_size=25))
+    crlf = draw(st.booleans())
+    bom = draw(st.booleans())
+    final_newline = draw(st.booleans())
+    lines, alerts, bad, events, n = [], [], [], 0, 0
+    for number, kind in enumerate(kinds, start=1):
+        if kind == "event":
+            event, alerting = labelled(n := n + 1)
+            lines.append(line(event))
+            alerts += [(event["auditID"], number, None)] if alerting else []
+            events += 1
+        elif kind == "batch":
+            items = [labelled(n := n + 1) for _ in range(draw(st.integers(0, 3)))]
+            lines.append(json.dumps({"kind": "EventList", "items": [e for e, _ in items]}).encode())
+            alerts += [(e["auditID"], number, k) for k, (e, a) in enumerate(items) if a]
+            events += len(items)
+        elif kind in ("blank", "spaces"):
+            lines.append(b"" if kind == "blank" else b" \t\x0b\x0c ")
+        else:
+            lines.append(
+                {"malformed": b'{"verb": ', "invalid": b'{"v": "\xfe"}', "string": b'"s"'}.get(
+                    kind, b"{}"
+                )
+            )
+            bad.append(number)
+    data = (b"\r\n" if crlf else b"\n").join(lines) + (b"\n" if final_newline else b"")
+    return (replay.BOM if bom else b"") + data, alerts, bad, events
+
+
+@pytest.mark.parametrize("how", ["file", "gzip", "gzip-small-blocks"])
+@settings(
+    max_examples=25,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(log=logs())
+def test_lines_and_items_match_a_reference(tmp_path: Path, pairs, monkeypatch, how, log):
+    """Blank lines (which DuckDB skips), CRLF, a byte-order mark, a missing final newline,
+    batches and bad lines, read from a file (DuckDB reads it) and as a stream (in blocks;
+    small ones cross line boundaries): every alert at its line and item, every bad line
+    reported at its line, the events counted."""
+    data, expected, bad, events = log
+    path = tmp_path / f"log-{how}"
+    if how == "file":
+        path.write_bytes(data)
+    else:
+        path.write_bytes(gzip.compress(data))
+    if how == "gzip-small-blocks":
+        monkeypatch.setattr(replay, "CHUNK", 97)
+        monkeypatch.setattr(replay, "CURSOR_BLOCK", 31)
+    code, alerts, err = replay_in_process([str(path)], pairs)
+    assert [(a["auditID"], a["line"], a.get("item")) for a in alerts] == expected
+    reported = [int(x.split(":")[2]) for x in err.splitlines() if x.endswith("(skipped)")]
+    assert reported == bad
+    assert f"{events:,} events read, {len(bad)} line" in err.splitlines()[-1]
+    assert code == (replay.EXIT_SKIPPED if bad else replay.EXIT_OK)
