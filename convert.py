@@ -146,7 +146,10 @@ def refusal(
         conditions = failure.detection_item_conditions
         for detection in rule.detection.detections.values():
             for item in items(detection):
-                if not failure.match_detection_item(item):
+                try:  # on the rule as written: a condition on pipeline state cannot tell
+                    if not failure.match_detection_item(item):
+                        continue
+                except Exception:
                     continue
                 value = next(
                     (

@@ -44,12 +44,12 @@ OBJECT_LISTS = frozenset({"requestObject.spec.volumes", "requestObject.spec.cont
 SHORT_NAMES: dict[str, tuple[str, str]] = {
     "hostPath": (
         "requestObject.spec.volumes.hostPath.path",
-        'list_filter(list_transform("requestObject"."spec"."volumes", _v -> '
-        '_v."hostPath"."path"), _p -> _p IS NOT NULL)',
+        'list_filter(list_transform("requestObject"."spec"."volumes", lambda _v: '
+        '_v."hostPath"."path"), lambda _p: _p IS NOT NULL)',
     ),
     "capabilities": (
         "requestObject.spec.containers.securityContext.capabilities.add",
-        'flatten(list_transform("requestObject"."spec"."containers", _c -> '
+        'flatten(list_transform("requestObject"."spec"."containers", lambda _c: '
         'coalesce(_c."securityContext"."capabilities"."add", [])))',
     ),
 }
