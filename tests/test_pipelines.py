@@ -114,3 +114,47 @@ def test_every_target_pipeline_cites_its_vendor_source(target) -> None:
     assert cited, target.source
     missing = [word for word in cited if word not in text]
     assert not missing, f"{target.pipelines} do not cite {missing}"
+
+
+@pytest.mark.parametrize(
+    ("logsource", "converts"),
+    [
+        ("  product: kubernetes\n  service: audit\n", True),
+        ("  category: application\n  product: kubernetes\n  service: audit\n", True),  # SigmaHQ's
+        ("  product: kubernetes\n", False),
+        ("  product: windows\n  service: security\n", False),
+    ],
+    ids=["kubernetes-audit", "application-kubernetes-audit", "no-service", "windows"],
+)
+@pytest.mark.parametrize("target", TARGETS, ids=[t.name for t in TARGETS])
+def test_logsources(target, logsource: str, converts: bool, tmp_path) -> None:
+    """Kubernetes audit rules, with or without SigmaHQ's category application, convert on every
+    target; other logsources are refused in one line that says what to write."""
+    from sigma.collection import SigmaCollection
+
+    from convert import convert_target
+    from k8s_audit_detect import UserError
+
+    text = (ROOT / RULE).read_text(encoding="utf-8")
+    text = text.replace("  product: kubernetes\n  service: audit\n", logsource)
+    path = tmp_path / "rule_with_logsource.yml"
+    path.write_text(text, encoding="utf-8")
+    collection = SigmaCollection.load_ruleset([path])
+    if converts:
+        assert convert_target(target, collection)
+        return
+    with pytest.raises(UserError) as raised:
+        convert_target(target, collection)
+    message = str(raised.value)
+    assert "product: kubernetes, service: audit" in message and "\n" not in message
+
+
+def test_other_logsource_categories_are_refused_in_one_line(repo: Path) -> None:
+    from conftest import one_error_line, run
+
+    rule = repo / RULE
+    rule.write_text(
+        rule.read_text().replace("logsource:\n", "logsource:\n  category: process_creation\n")
+    )
+    line = one_error_line(run(repo))
+    assert RULE in line and "category 'process_creation'" in line
