@@ -60,6 +60,10 @@ MAX_REPORTED_LINES = 20
 BATCH = 2048
 
 
+# SigmaHQ's short names the duckdb pipeline maps to an Event path (the column the query reads).
+ALIASES = {"apiGroup": "objectRef.apiGroup"}
+
+
 def rule_fields(rule: SigmaRule) -> list[str]:
     """The audit paths a rule tests in its detection, then those it lists in `fields`."""
     found: list[str] = []
@@ -68,8 +72,8 @@ def rule_fields(rule: SigmaRule) -> list[str]:
         for item in detection.detection_items:
             if hasattr(item, "detection_items"):
                 walk(item)
-            elif item.field and item.field not in found:
-                found.append(item.field)
+            elif item.field and ALIASES.get(item.field, item.field) not in found:
+                found.append(ALIASES.get(item.field, item.field))
 
     for detection in rule.detection.detections.values():
         walk(detection)
