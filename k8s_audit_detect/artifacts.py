@@ -15,8 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from k8s_audit_detect import UserError
-from k8s_audit_detect.paths import ROOT, TRIAGE_DIR
+from k8s_audit_detect import UserError, paths
 
 if TYPE_CHECKING:
     from sigma.rule import SigmaRule
@@ -45,9 +44,10 @@ SCHEDULE = {"interval_minutes": 5, "lookback_minutes": 6}
 
 
 def triage_guide(rule: SigmaRule) -> str:
-    path = TRIAGE_DIR / f"{Path(rule.source.path).stem}.md"
+    path = paths.TRIAGE_DIR / f"{Path(rule.source.path).stem}.md"
     if not path.is_file():
-        raise UserError(f"{path.relative_to(ROOT)} is missing: every rule needs a triage guide")
+        where = path.relative_to(paths.ROOT)
+        raise UserError(f"{where} is missing: every rule needs a triage guide")
     return path.read_text(encoding="utf-8")
 
 
@@ -254,7 +254,7 @@ def splunk_app(converted: Converted, options: dict[str, Any]) -> dict[str, str]:
 
 def _source(rule: SigmaRule) -> str:
     path = Path(rule.source.path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+    return str(path.relative_to(paths.ROOT)) if path.is_relative_to(paths.ROOT) else str(path)
 
 
 def _conf_safe(text: str) -> bool:

@@ -1,14 +1,8 @@
-#!/usr/bin/env python3
-"""Convert the Sigma rules under sigma/rules/ into every target's query, and replay audit logs.
+"""The command line: `python convert.py` in a checkout, `k8s-audit-detect` when installed.
 
-    python convert.py                    write queries/<target>/<rule>.<ext> for every target
-    python convert.py --check            compare with the committed queries/, exit 1 on a diff
-    python convert.py -t splunk --stdout print one target's queries
-    python convert.py --list             the targets: platform, data source, verifying engine
-    python convert.py replay FILE...     run the rules over Kubernetes audit log files (DuckDB)
-
-Adding a SIEM is a pipeline file under pipelines/ plus one row in TARGETS
-(k8s_audit_detect/targets.py).
+Convert the Sigma rules under sigma/rules/ into every target's query and deployable artifacts,
+check the committed queries/, and replay audit logs. Adding a SIEM is a pipeline file under
+pipelines/ plus one row in TARGETS (k8s_audit_detect/targets.py).
 Exit codes: 0 done, 1 --check found differences, 2 bad input or usage.
 """
 
@@ -28,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from k8s_audit_detect import UserError, artifacts, rules
+from k8s_audit_detect import UserError, artifacts, paths, rules
 from k8s_audit_detect.rules import rule_stem, sigma_rules
 
 if TYPE_CHECKING:  # pySigma is imported where it is used: --help and --list stay instant
@@ -38,7 +32,6 @@ if TYPE_CHECKING:  # pySigma is imported where it is used: --help and --list sta
     from sigma.rule import SigmaRule
     from sigma.types import SigmaString
 
-from k8s_audit_detect.paths import FILTERS_DIR, PIPELINES_DIR, QUERIES_DIR, ROOT, RULES_DIR
 from k8s_audit_detect.targets import (
     ARTIFACTS,
     REPLAY_TARGET,
@@ -49,7 +42,28 @@ from k8s_audit_detect.targets import (
     environments,
 )
 
-__all__ = ["ARTIFACTS", "ROOT", "TARGETS", "TARGETS_BY_NAME", "Artifact", "Target"]
+# What `python convert.py` (and its tests and scripts) import from it
+__all__ = [
+    "ARTIFACTS",
+    "TARGETS",
+    "TARGETS_BY_NAME",
+    "Artifact",
+    "CheckResult",
+    "Target",
+    "build_parser",
+    "check_files",
+    "convert_target",
+    "environments",
+    "list_targets",
+    "load_rules",
+    "main",
+    "refused_value",
+    "render",
+    "rule_cards",
+    "rule_stem",
+    "sigma_rules",
+    "write_files",
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,11 +72,11 @@ __all__ = ["ARTIFACTS", "ROOT", "TARGETS", "TARGETS_BY_NAME", "Artifact", "Targe
 
 def load_rules(envs: Sequence[str] = ()) -> SigmaCollection:
     """The rules with the filters of these environments and the organisation's applied."""
-    return rules.load_rules(RULES_DIR, FILTERS_DIR, envs, ROOT)
+    return rules.load_rules(paths.RULES_DIR, paths.FILTERS_DIR, envs, paths.ROOT)
 
 
 def _rel(path: object) -> str:
-    return rules.relative(path, ROOT)
+    return rules.relative(path, paths.ROOT)
 
 
 def convert_target(target: Target, collection: SigmaCollection) -> dict[str, str]:
@@ -76,7 +90,7 @@ def convert_target(target: Target, collection: SigmaCollection) -> dict[str, str
         try:  # a fresh pipeline each time (conversion keeps state in it), parsed YAML once
             pipeline += ProcessingPipeline.from_dict(copy.deepcopy(_pipeline_yaml(name)))
         except (SigmaError, ValueError) as error:
-            path = _rel(PIPELINES_DIR / name)
+            path = _rel(paths.PIPELINES_DIR / name)
             raise UserError(f"{path}: {error}; fix the pipeline YAML") from error
     pipelines = " + ".join(f"pipelines/{name}" for name in target.pipelines)
     with _libyaml():
@@ -158,7 +172,7 @@ def _pipeline_yaml(name: str) -> dict:
     """A pipeline file's YAML, parsed once per run (libyaml's parser where it is built in)."""
     import yaml
 
-    path = PIPELINES_DIR / name
+    path = paths.PIPELINES_DIR / name
     try:
         return yaml.load(path.read_text(encoding="utf-8"), Loader=rules.yaml_loader())
     except (OSError, yaml.YAMLError) as error:
@@ -231,7 +245,7 @@ def render(targets: Iterable[Target], envs: Sequence[str] = ()) -> dict[Path, st
             if variant not in collections:
                 collections[variant] = load_rules(variant)
                 _check_unique_stems(collections[variant])
-            folder = QUERIES_DIR / target.name / "+".join(variant)
+            folder = paths.QUERIES_DIR / target.name / "+".join(variant)
             queries = convert_target(target, collections[variant])
             converted[target.name, variant] = [
                 (rule, queries[rule_stem(rule)]) for rule in sigma_rules(collections[variant])
@@ -241,7 +255,7 @@ def render(targets: Iterable[Target], envs: Sequence[str] = ()) -> dict[Path, st
     for artifact in ARTIFACTS:
         for (target_name, variant), pairs in converted.items():
             if target_name == artifact.target:
-                folder = QUERIES_DIR / artifact.name / "+".join(variant)
+                folder = paths.QUERIES_DIR / artifact.name / "+".join(variant)
                 options = {"name": artifact.name, **artifact.options}
                 for name, content in artifact.build(pairs, options).items():
                     files[folder / name] = content.rstrip("\n") + "\n"
@@ -257,12 +271,12 @@ def rule_cards(
     target's environment) with what verified it, and the environments' filters."""
     envs = []
     for env in environments():
-        paths = sorted((FILTERS_DIR / env).rglob("*.yml"))
-        titles = [(rules.parse(p, ROOT).filters[0].title, _rel(p)) for p in paths]
+        files = sorted((paths.FILTERS_DIR / env).rglob("*.yml"))
+        titles = [(rules.parse(p, paths.ROOT).filters[0].title, _rel(p)) for p in files]
         envs.append((env, titles))
-    corpus = ROOT / "tests" / "data" / "corpus" / "public_audit_events.jsonl"
+    corpus = paths.ROOT / "tests" / "data" / "corpus" / "public_audit_events.jsonl"
     public = len(corpus.read_text(encoding="utf-8").splitlines()) if corpus.is_file() else 0
-    own = len(list((ROOT / "tests" / "events").rglob("*.json")))
+    own = len(list((paths.ROOT / "tests" / "events").rglob("*.json")))
     evidence = (
         f"Every query verified by an engine was run over {public + own} labelled audit events "
         f"({public} public, {own} written for this project; tests/test_engines.py), each in "
@@ -277,7 +291,7 @@ def rule_cards(
             row = (target.name, target.platform, target.verified_by, target.unverified, query)
             by_rule.setdefault(rule_stem(rule), (rule, []))[1].append(row)
     for stem, (rule, rows) in by_rule.items():
-        cards[QUERIES_DIR / "cards" / f"{stem}.md"] = artifacts.rule_card(
+        cards[paths.QUERIES_DIR / "cards" / f"{stem}.md"] = artifacts.rule_card(
             rule, rows, envs, evidence
         )
     return cards
@@ -344,7 +358,7 @@ class CheckResult:
         out += [f"not generated by any rule and target (stale): {path}" for path in self.stale]
         return out
 
-    def as_json(self) -> str:
+    def as_json(self, regenerate: str = "python convert.py") -> str:
         return json.dumps(
             {
                 "ok": self.ok,
@@ -352,7 +366,7 @@ class CheckResult:
                 "missing": self.missing,
                 "changed": sorted(self.changed),
                 "stale": self.stale,
-                "fix": None if self.ok else "run `python convert.py` and commit queries/",
+                "fix": None if self.ok else f"run `{regenerate}` and commit queries/",
             },
             indent=2,
         )
@@ -387,9 +401,9 @@ def check_files(files: dict[Path, str], stale_in: Path | None) -> CheckResult:
 # Command line
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "convert.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="convert.py",
+        prog=prog,
         description="Convert the Sigma rules in sigma/rules/ into every target's query "
         "(queries/<target>/<rule>.<ext>), or replay Kubernetes audit logs through them.",
     )
@@ -459,12 +473,18 @@ def list_targets() -> str:
     return "\n\n".join(blocks)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(
+    argv: Sequence[str] | None = None, *, prog: str = "convert.py", root: Path | None = None
+) -> int:
+    """Run the command line on the project in root (default: the one in the current
+    directory or above it); prog names the program in messages."""
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.format != "text" and not args.check:
         parser.error("--format goes with --check")
+    regenerate = "python convert.py" if prog == "convert.py" else prog
     try:
+        paths.use(root if root is not None else paths.find_project(Path.cwd()))
         if args.command == "replay":
             from k8s_audit_detect.replay import run_replay
 
@@ -483,29 +503,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"# {_rel(path)}\n{content}", end="")
             return 0
         if args.check:
-            result = check_files(files, stale_in=None if partial else QUERIES_DIR)
+            result = check_files(files, stale_in=None if partial else paths.QUERIES_DIR)
             if args.format == "json":
-                print(result.as_json())
+                print(result.as_json(regenerate))
             elif not result.ok:
                 print("\n".join(result.lines()))
             if not result.ok:
                 print(
-                    f"convert.py --check: {_rel(QUERIES_DIR)}/ is out of date; "
-                    "run `python convert.py` and commit queries/",
+                    f"{prog} --check: {_rel(paths.QUERIES_DIR)}/ is out of date; "
+                    f"run `{regenerate}` and commit queries/",
                     file=sys.stderr,
                 )
                 return 1
-            print(f"convert.py --check: {len(files)} query files up to date", file=sys.stderr)
+            print(f"{prog} --check: {len(files)} query files up to date", file=sys.stderr)
             return 0
-        changed = write_files(files, prune=None if partial else QUERIES_DIR)
+        changed = write_files(files, prune=None if partial else paths.QUERIES_DIR)
         for path in files:
             print(_rel(path))
-        print(f"convert.py: {len(files)} query files, {len(changed)} changed", file=sys.stderr)
+        print(f"{prog}: {len(files)} query files, {len(changed)} changed", file=sys.stderr)
         return 0
     except UserError as error:
-        print(f"convert.py: {error}", file=sys.stderr)
+        print(f"{prog}: {error}", file=sys.stderr)
         return 2
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def console() -> None:
+    """The installed command `k8s-audit-detect`: the project in the current directory."""
+    sys.exit(main(prog="k8s-audit-detect"))

@@ -8,13 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from k8s_audit_detect import artifacts, rules
-from k8s_audit_detect.paths import FILTERS_DIR
+from k8s_audit_detect import artifacts, paths, rules
 
 
 def environments() -> list[str]:
     """The environments that have filters: one folder each under sigma/filters/."""
-    return rules.environments(FILTERS_DIR)
+    return rules.environments(paths.FILTERS_DIR)
 
 
 @dataclass(frozen=True)
