@@ -61,6 +61,7 @@ __all__ = [
     "render",
     "rule_cards",
     "rule_stem",
+    "sigma_cli_commands",
     "sigma_rules",
     "write_files",
 ]
@@ -438,6 +439,12 @@ def build_parser(prog: str = "convert.py") -> argparse.ArgumentParser:
         "machines: ok, checked, missing, changed, stale",
     )
     mode.add_argument("--list", action="store_true", help="list the targets and exit")
+    mode.add_argument(
+        "--sigma-cli",
+        action="store_true",
+        help="print, for each target, the sigma-cli command that gives its query (with the "
+        "package installed: its pipeline chain by name, the filters, the rules folder)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="replay")
     replay = sub.add_parser(
         "replay",
@@ -468,9 +475,36 @@ def list_targets() -> str:
             ("mapping source", t.source),
             *([("UNVERIFIED", t.unverified)] if t.unverified else []),
             ("verified by", t.verified_by),
+            ("pipelines", " ".join(f"pipelines/{name}" for name in t.pipelines)),
+            ("sigma-cli", f"-t {t.backend} -p {t.sigma_cli_pipeline} (package installed)"),
         ]
         blocks.append("\n".join([t.name, *(f"  {key + ':':<16}{value}" for key, value in rows)]))
     return "\n\n".join(blocks)
+
+
+def sigma_cli_commands(targets: Sequence[Target], envs: Sequence[str] = ()) -> str:
+    """For each target, the sigma-cli command that gives its query once the package is
+    installed: the target's backend, its whole pipeline chain by name, its backend options,
+    the environment's and the organisation's filter folders, and the rules folder. Each
+    follows a comment line naming the target."""
+    import shlex
+
+    lines = []
+    for target in targets:
+        for variant in target.variants(envs)[:1]:  # the rule alone, or the target's own env
+            words = ["sigma", "convert", "-t", target.backend, "-p", target.sigma_cli_pipeline]
+            for key, value in target.backend_options:
+                words += ["-O", f"{key}={value}"]
+            folders = [paths.FILTERS_DIR / env for env in variant]
+            if rules.rule_files(paths.FILTERS_DIR / rules.ORG):
+                folders.append(paths.FILTERS_DIR / rules.ORG)
+            for folder in folders:
+                words += ["--filter", f"{_rel(folder)}/"]
+            if any(p.suffix == ".yaml" for p in rules.rule_files(paths.ROOT / "sigma")):
+                words += ["--file-pattern", "*.y*ml"]  # sigma-cli reads only *.yml otherwise
+            words.append(f"{_rel(paths.RULES_DIR)}/")
+            lines += [f"# {target.name}: {target.platform}", shlex.join(words)]
+    return "\n".join(lines)
 
 
 def main(
@@ -496,6 +530,9 @@ def main(
             print(list_targets())
             return 0
         targets = [TARGETS_BY_NAME[name] for name in args.target] if args.target else TARGETS
+        if args.sigma_cli:
+            print(sigma_cli_commands(targets, args.env))
+            return 0
         files = render(targets, args.env)
         partial = bool(args.target or args.env)
         if args.stdout:

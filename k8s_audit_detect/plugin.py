@@ -19,13 +19,7 @@ from sigma.processing.pipeline import ProcessingPipeline
 from k8s_audit_detect import paths
 from k8s_audit_detect.targets import TARGETS, Target
 
-PREFIX = "k8s_audit_"
 PRIORITY = 20  # pySigma's convention for field mappings; the chain keeps its own order
-
-
-def pipeline_id(target: Target) -> str:
-    """The name sigma-cli knows the target's pipeline chain by."""
-    return PREFIX + target.name.replace("-", "_")
 
 
 def chain(target: Target) -> ProcessingPipeline:
@@ -55,5 +49,5 @@ def _factory(target: Target) -> Callable[[], ProcessingPipeline]:
 
 
 pipelines: dict[str, Callable[[], ProcessingPipeline]] = {
-    pipeline_id(target): _factory(target) for target in TARGETS
+    target.sigma_cli_pipeline: _factory(target) for target in TARGETS
 }

@@ -33,6 +33,13 @@ def environments(filters_dir: Path) -> list[str]:
     return sorted(p.name for p in filters_dir.iterdir() if p.is_dir() and p.name != ORG)
 
 
+def rule_files(folder: Path) -> list[Path]:
+    """The Sigma files in a folder and below it: *.yml and *.yaml, sorted."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for pattern in ("*.yml", "*.yaml") for p in folder.rglob(pattern))
+
+
 def load_rules(
     rules_dir: Path, filters_dir: Path, envs: Sequence[str] = (), root: Path | None = None
 ) -> SigmaCollection:

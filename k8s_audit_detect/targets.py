@@ -37,6 +37,12 @@ class Target:
     # platform's environment only; None: the rule as it is, and once per environment.
     environments: tuple[str, ...] | None = None
 
+    @property
+    def sigma_cli_pipeline(self) -> str:
+        """The name sigma-cli knows this target's whole pipeline chain by, once the package
+        is installed (k8s_audit_detect/plugin.py)."""
+        return "k8s_audit_" + self.name.replace("-", "_")
+
     def variants(self, requested: Sequence[str] = ()) -> list[tuple[str, ...]]:
         """The environment sets to convert for: the requested set if it fits this target,
         else the rule alone and each environment (or only this target's environments)."""

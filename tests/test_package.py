@@ -15,7 +15,6 @@ from cases import EVENTS
 from conftest import ROOT, installed_env, snapshot
 
 from convert import TARGETS
-from k8s_audit_detect.plugin import pipeline_id
 
 SIGMA_CLI = Path(sys.executable).with_name("sigma")
 RULE = "sigma/rules/credential_access_kubernetes_serviceaccount_token_requested.yml"
@@ -115,7 +114,7 @@ def test_sigma_cli_lists_every_target_s_pipeline_chain(installed: Path, tmp_path
     assert result.returncode == 0, result.stderr
     for target in TARGETS:
         row = next(
-            line for line in result.stdout.splitlines() if f" {pipeline_id(target)} " in line
+            line for line in result.stdout.splitlines() if f" {target.sigma_cli_pipeline} " in line
         )
         assert f" {target.backend} " in row
     assert result.stdout.count("| k8s_audit_") == len(TARGETS)
