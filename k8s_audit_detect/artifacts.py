@@ -361,7 +361,8 @@ def rule_card(
         "",
         f"`{rule.id}` · level **{rule.level.name.lower() if rule.level else 'medium'}** · "
         f"status {rule.status.name.lower() if rule.status else 'experimental'} · "
-        f"[rule](../../sigma/rules/{stem}.yml) · [triage guide](../../triage/{stem}.md)",
+        f"[rule](../../{rules.relative(rule.source, paths.ROOT)}) · "
+        f"[triage guide](../../triage/{stem}.md)",
         "",
         one_line(rule.description or ""),
         "",

@@ -77,6 +77,10 @@ def load_rules(envs: Sequence[str] = ()) -> SigmaCollection:
 
 
 def _rel(path: object) -> str:
+    """A path as the user sees it: relative to the project, links not followed."""
+    where = getattr(path, "path", path)
+    if isinstance(where, Path) and where.is_absolute() and where.is_relative_to(paths.ROOT):
+        return str(where.relative_to(paths.ROOT))
     return rules.relative(path, paths.ROOT)
 
 
@@ -111,13 +115,20 @@ def convert_target(target: Target, collection: SigmaCollection) -> dict[str, str
                     f"{rules.sigma_text(value)}: {reason}"
                 ) from error
             message = _one_line(ValueError.__str__(error))  # pySigma's " in <file>" left out
+            where: object = rule.source.path
+            unmapped = "The following fields are not mapped: "
             if not isinstance(error, SigmaTransformationError):
                 message += "; fix the rule (check it with `sigma check`)"
-            elif message.startswith("The following fields are not mapped"):
-                message += "; map the field in the pipeline or change the rule"
+            elif message.startswith(unmapped):
+                where = _brought_by(rule, set(message.removeprefix(unmapped).split(", ")))
+                if where == rule.source.path:
+                    message += "; map the field in the pipeline or change the rule"
+                else:
+                    message += "; the filter uses a field this target cannot search: change "
+                    "the filter, or map the field in the pipeline"
             # else a pipeline's own refusal, which says why and what to do
             raise UserError(
-                f"{_rel(rule.source.path)}: target {target.name} (pipeline {pipelines}): {message}"
+                f"{_rel(where)}: target {target.name} (pipeline {pipelines}): {message}"
             ) from error
         except Exception as error:  # the backend's own failure, e.g. on |cased or |exists
             raise UserError(
@@ -127,6 +138,31 @@ def convert_target(target: Target, collection: SigmaCollection) -> dict[str, str
             ) from error
         queries[rule_stem(rule)] = _as_text(output)
     return queries
+
+
+def _detection_items(rule: SigmaRule) -> Iterator[Any]:
+    """Every detection item of a rule, the filters' applied to it included."""
+    from sigma.rule import SigmaDetection
+
+    def items(detection: SigmaDetection) -> Iterator[Any]:
+        for entry in detection.detection_items:
+            yield from items(entry) if isinstance(entry, SigmaDetection) else (entry,)
+
+    for detection in rule.detection.detections.values():
+        yield from items(detection)
+
+
+def _brought_by(rule: SigmaRule, fields: set[str]) -> object:
+    """The file whose detection items test these fields: the rule's own, or the one filter
+    (environment or organisation) that alone brings them."""
+    sources = {
+        item.source.path if item.source else rule.source.path
+        for item in _detection_items(rule)
+        if item.field in fields
+    }
+    if len(sources) == 1 and rule.source.path not in sources:
+        return sources.pop()
+    return rule.source.path
 
 
 def _one_line(error: object) -> str:
@@ -139,12 +175,7 @@ def refused_value(
     """The first value a pipeline's detection_item_failure refuses: (its file, field, value,
     the pipeline's message), found with the pipeline's own conditions; None if none does."""
     from sigma.processing.transformations import DetectionItemFailureTransformation
-    from sigma.rule import SigmaDetection
     from sigma.types import SigmaString
-
-    def items(detection: SigmaDetection) -> Iterator[Any]:
-        for entry in detection.detection_items:
-            yield from items(entry) if isinstance(entry, SigmaDetection) else (entry,)
 
     failures = [
         item
@@ -153,18 +184,15 @@ def refused_value(
     ]
     for failure in failures:
         conditions = failure.detection_item_conditions
-        for detection in rule.detection.detections.values():
-            for item in items(detection):
-                for value in item.value:
-                    if (
-                        isinstance(value, SigmaString)
-                        and conditions
-                        and all(
-                            getattr(c, "match_value", lambda _: False)(value) for c in conditions
-                        )
-                    ):
-                        where = item.source or rule.source
-                        return where, item.field, value, failure.transformation.message
+        for item in _detection_items(rule):
+            for value in item.value:
+                if (
+                    isinstance(value, SigmaString)
+                    and conditions
+                    and all(getattr(c, "match_value", lambda _: False)(value) for c in conditions)
+                ):
+                    where = item.source or rule.source
+                    return where, item.field, value, failure.transformation.message
     return None
 
 
@@ -272,7 +300,7 @@ def rule_cards(
     target's environment) with what verified it, and the environments' filters."""
     envs = []
     for env in environments():
-        files = sorted((paths.FILTERS_DIR / env).rglob("*.yml"))
+        files = rules.rule_files(paths.FILTERS_DIR / env)
         titles = [(rules.parse(p, paths.ROOT).filters[0].title, _rel(p)) for p in files]
         envs.append((env, titles))
     corpus = paths.ROOT / "tests" / "data" / "corpus" / "public_audit_events.jsonl"
@@ -310,30 +338,88 @@ def _check_unique_stems(collection: SigmaCollection) -> None:
 
 
 def write_files(files: dict[Path, str], prune: Path | None = None) -> list[Path]:
-    """The one place that writes: each file atomically; with prune, remove stale files there.
+    """The one place that writes, all or nothing; with prune, stale files there are removed.
 
-    Returns the paths whose content changed.
+    Every changed file is first written in full to a temporary file beside it, with the mode
+    the umask gives new files; the folders of stale files are checked the same way. Only when
+    all of that succeeded are the files moved into place and stale files removed. Nothing is
+    written below a symbolic link inside queries/ (it could lead out of the tree). Returns the
+    paths whose content changed.
     """
-    changed = []
-    for path, content in sorted(files.items()):
-        data = content.encode("utf-8")
-        if path.is_file() and path.read_bytes() == data:
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
+    for path in files:
+        link = _symlink_in(path)
+        if link is not None:
+            raise UserError(
+                f"{_rel(link)} is a symbolic link (to {os.readlink(link)}); generated files "
+                f"are written only inside {_rel(paths.QUERIES_DIR)}/: replace it with a folder"
+            )
+    changed = {
+        path: content.encode("utf-8")
+        for path, content in sorted(files.items())
+        if path.is_symlink() or not path.is_file() or path.read_bytes() != content.encode("utf-8")
+    }
+    stale = sorted(set(_generated_files(prune)) - set(files)) if prune and prune.is_dir() else []
+    mode = 0o666 & ~_umask()
+    staged: list[tuple[Path, Path]] = []  # (temporary file, its final path)
+    made: list[Path] = []  # folders created here
+    folder = paths.QUERIES_DIR
+    try:
+        for path, data in changed.items():
+            folder = path.parent
+            _make_folders(folder, made)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
+            staged.append((Path(tmp), path))
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        changed.append(path)
-    if prune is not None and prune.is_dir():
-        for stale in sorted(set(_generated_files(prune)) - set(files)):
-            stale.unlink()
-            changed.append(stale)
-    return changed
+            os.chmod(tmp, mode)
+        for folder in sorted({path.parent for path in stale}):
+            fd, probe = tempfile.mkstemp(prefix=".probe.", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as error:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        for made_folder in reversed(made):
+            with contextlib.suppress(OSError):
+                made_folder.rmdir()
+        raise UserError(
+            f"{_rel(folder)}: cannot write there ({error.strerror}); nothing was written: "
+            "make it writable and run again"
+        ) from error
+    for tmp, path in staged:
+        os.replace(tmp, path)
+    for path in stale:
+        path.unlink()
+    return [*changed, *stale]
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _make_folders(folder: Path, made: list[Path]) -> None:
+    """Create folder and its missing parents (modes from the umask), noting each."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        new.mkdir()
+        made.append(new)
+
+
+def _symlink_in(path: Path) -> Path | None:
+    """The first folder below queries/ on the way to path that is a symbolic link."""
+    if not path.is_relative_to(paths.QUERIES_DIR):
+        return None
+    folder = paths.QUERIES_DIR
+    for part in path.relative_to(paths.QUERIES_DIR).parts[:-1]:
+        folder = folder / part
+        if folder.is_symlink():
+            return folder
+    return None
 
 
 def _generated_files(folder: Path) -> list[Path]:
@@ -379,6 +465,13 @@ def check_files(files: dict[Path, str], stale_in: Path | None) -> CheckResult:
     result = CheckResult(checked=len(files))
     for path, content in sorted(files.items()):
         rel = _rel(path)
+        link = _symlink_in(path) or (path if path.is_symlink() else None)
+        if link is not None:  # never read (or print) what a link leads to
+            result.changed[rel] = [
+                f"{rel}: {_rel(link)} is a symbolic link; generated files are regular files "
+                "inside queries/ (not shown: it may lead out of the tree)"
+            ]
+            continue
         if not path.is_file():
             result.missing.append(rel)
             continue
@@ -403,10 +496,48 @@ def check_files(files: dict[Path, str], stale_in: Path | None) -> CheckResult:
 
 
 def build_parser(prog: str = "convert.py") -> argparse.ArgumentParser:
+    import textwrap
+
+    run = "python convert.py" if prog == "convert.py" else prog
+    examples = [
+        ("", "write every target's queries and artifacts under queries/"),
+        ("--check", "write nothing; exit 1 with a diff if queries/ is out of date"),
+        ("-t splunk --stdout", "print the files -t splunk would write"),
+        ("-t splunk --env eks", "the Splunk files with EKS's filters"),
+        ("--sigma-cli -t elastic-lucene", "the sigma-cli command for a target"),
+        ("replay audit.log", "run the rules over an audit log: alerts as JSON lines"),
+    ]
+    width = max(len(f"{run} {args}") for args, _ in examples) + 2
+    envs = environments()
+    epilog = "\n".join(
+        [
+            "examples:",
+            *(f"  {f'{run} {args}'.strip():<{width}}{what}" for args, what in examples),
+            "",
+            textwrap.fill(
+                "targets: " + ", ".join(t.name for t in TARGETS) + " (--list describes them)",
+                width=92,
+                subsequent_indent="  ",
+                break_on_hyphens=False,
+            ),
+            textwrap.fill(
+                f"environments: {', '.join(envs) if envs else 'none (no project here)'} "
+                "(filters in sigma/filters/<env>/; sigma/filters/org/ always applies)",
+                width=92,
+                subsequent_indent="  ",
+                break_on_hyphens=False,
+            ),
+        ]
+    )
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Convert the Sigma rules in sigma/rules/ into every target's query "
-        "(queries/<target>/<rule>.<ext>), or replay Kubernetes audit logs through them.",
+        usage="%(prog)s [-h] [-t TARGET] [--env ENV] "
+        "[--check [--format {text,json}] | --stdout | --list | --sigma-cli]\n"
+        "       %(prog)s replay [--env ENV] FILE...",
+        description="Convert the Sigma rules in sigma/rules/ into every target's query and "
+        "deployable artifacts (queries/<target>/), or replay Kubernetes audit logs through them.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "-t",
@@ -430,7 +561,12 @@ def build_parser(prog: str = "convert.py") -> argparse.ArgumentParser:
         action="store_true",
         help="write nothing; exit 1 with a diff if queries/ differs from what the rules give",
     )
-    mode.add_argument("--stdout", action="store_true", help="print the queries, write nothing")
+    mode.add_argument(
+        "--stdout",
+        action="store_true",
+        help="print the files the same run would write (queries and artifacts), each after "
+        "a line `==> path <==`; write nothing",
+    )
     parser.add_argument(
         "--format",
         choices=["text", "json"],
@@ -445,7 +581,7 @@ def build_parser(prog: str = "convert.py") -> argparse.ArgumentParser:
         help="print, for each target, the sigma-cli command that gives its query (with the "
         "package installed: its pipeline chain by name, the filters, the rules folder)",
     )
-    sub = parser.add_subparsers(dest="command", metavar="replay")
+    sub = parser.add_subparsers(dest="command", title="commands", metavar="replay")
     replay = sub.add_parser(
         "replay",
         help="run the rules over Kubernetes audit log files",
@@ -512,13 +648,19 @@ def main(
 ) -> int:
     """Run the command line on the project in root (default: the one in the current
     directory or above it); prog names the program in messages."""
+    no_project = None
+    try:  # before the parser: --help lists the project's environments
+        paths.use(root if root is not None else paths.find_project(Path.cwd()))
+    except UserError as error:
+        no_project = error
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.format != "text" and not args.check:
         parser.error("--format goes with --check")
     regenerate = "python convert.py" if prog == "convert.py" else prog
     try:
-        paths.use(root if root is not None else paths.find_project(Path.cwd()))
+        if no_project is not None:
+            raise no_project
         if args.command == "replay":
             from k8s_audit_detect.replay import run_replay
 
@@ -530,14 +672,23 @@ def main(
             print(list_targets())
             return 0
         targets = [TARGETS_BY_NAME[name] for name in args.target] if args.target else TARGETS
+        rules.check_environments(paths.FILTERS_DIR, args.env, paths.ROOT)
+        for target in targets if args.target else ():
+            if not target.variants(args.env):
+                raise UserError(
+                    f"target {target.name} has nothing to convert with --env "
+                    f"{' --env '.join(args.env)}: its data exists only on "
+                    f"{', '.join(target.environments or ())}; use --env "
+                    f"{' --env '.join(target.environments or ())} or another target"
+                )
         if args.sigma_cli:
             print(sigma_cli_commands(targets, args.env))
             return 0
         files = render(targets, args.env)
         partial = bool(args.target or args.env)
-        if args.stdout:
-            for path, content in files.items():
-                print(f"# {_rel(path)}\n{content}", end="")
+        if args.stdout:  # each file after a header line, a blank line before the next header
+            blocks = [f"==> {_rel(path)} <==\n{content}" for path, content in files.items()]
+            print("\n".join(blocks), end="")
             return 0
         if args.check:
             result = check_files(files, stale_in=None if partial else paths.QUERIES_DIR)
