@@ -225,31 +225,75 @@ def splunk_app(converted: Converted, options: dict[str, Any]) -> dict[str, str]:
                 },
             )
         )
+    version = options["version"]
     app_conf = "\n".join(
         [
             _conf_stanza("install", {"is_configured": "0"}),
-            _conf_stanza(
-                "ui", {"is_visible": "false", "label": "Kubernetes token-request detections"}
-            ),
+            _conf_stanza("ui", {"is_visible": "false", "label": options["title"]}),
             _conf_stanza(
                 "launcher",
                 {
-                    "author": "k8s-token-detect contributors",
-                    "description": "Sigma detections for Kubernetes TokenRequest abuse",
-                    "version": "1.0.0",
+                    "author": options["author"],
+                    "description": options["description"],
+                    "version": version,
                 },
             ),
             _conf_stanza("package", {"id": app, "check_for_updates": "false"}),
+            # AppInspect (check_for_valid_package_id): the [id] name is required for
+            # installation on Splunk Cloud, and must equal [package] id and app.manifest's id.
+            _conf_stanza("id", {"name": app, "version": version}),
         ]
     )
     return {
+        f"{app}/app.manifest": _app_manifest(app, version, options),
         f"{app}/default/app.conf": app_conf,
         f"{app}/default/savedsearches.conf": "\n".join(searches),
         f"{app}/default/macros.conf": "\n".join(macros),
         f"{app}/metadata/default.meta": "\n".join(
-            _conf_stanza(kind, {"export": "system"}) for kind in ("savedsearches", "macros")
+            [
+                # The global stanza: everyone reads, only admins write (AppInspect's
+                # check_meta_default_write_access fails an app without it, or with write : [ * ]);
+                # the same access as Splunk's own content app (splunk/contentctl
+                # contentctl/templates/app_template/metadata/default.meta).
+                "## Application-level permissions\n"
+                + _conf_stanza("", {"access": "read : [ * ], write : [ admin, sc_admin ]"}),
+                *(_conf_stanza(kind, {"export": "system"}) for kind in ("savedsearches", "macros")),
+            ]
         ),
     }
+
+
+def _app_manifest(app: str, version: str, options: dict[str, Any]) -> str:
+    """app.manifest, schema 2.0.0, as Splunk's add-on generator writes it (splunk/
+    addonfactory-ucc-generator .../init_template/.../package/app.manifest): saved searches
+    and macros only, so the app belongs on search heads."""
+    manifest = {
+        "schemaVersion": "2.0.0",
+        "info": {
+            "title": options["title"],
+            "id": {"group": None, "name": app, "version": version},
+            "author": [{"name": options["author"], "email": None, "company": None}],
+            "releaseDate": None,
+            "description": options["description"],
+            "classification": {
+                "intendedAudience": "Security Professionals",
+                "categories": ["Security, Fraud & Compliance"],
+                "developmentStatus": "Production/Stable",
+            },
+            "commonInformationModels": None,
+            "license": {"name": "Apache License 2.0", "text": None, "uri": None},
+            "privacyPolicy": {"name": None, "text": None, "uri": None},
+            "releaseNotes": {"name": None, "text": None, "uri": None},
+        },
+        "dependencies": None,
+        "tasks": None,
+        "inputGroups": None,
+        "incompatibleApps": None,
+        "platformRequirements": None,
+        "supportedDeployments": ["_standalone", "_distributed", "_search_head_clustering"],
+        "targetWorkloads": ["_search_heads"],
+    }
+    return json.dumps(manifest, indent=4)
 
 
 def _source(rule: SigmaRule) -> str:

@@ -4,7 +4,11 @@ have one, carries the rule's own metadata, and embeds exactly the query the engi
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import tarfile
 import uuid
+from pathlib import Path
 
 import pytest
 import yaml
@@ -99,9 +103,105 @@ def test_splunk_app(name, variant, generated, query_for, token_rule) -> None:
     assert "kube_audit" in macros.sections()
     assert macros[f"{token_rule.name}_filter"]["definition"] == "search *"
     app = conf("default/app.conf")
-    assert app["package"]["id"] == "k8s_token_detect"
+    assert app["package"]["id"] == app["id"]["name"] == "k8s_token_detect"
+    assert app["id"]["version"] == app["launcher"]["version"]
+    manifest = json.loads(generated[folder / "app.manifest"])
+    assert manifest["info"]["id"]["name"] == "k8s_token_detect"
+    assert manifest["info"]["id"]["version"] == app["id"]["version"]
     meta = conf("metadata/default.meta")
     assert meta["savedsearches"]["export"] == meta["macros"]["export"] == "system"
+    # the global stanza [] (which this parser skips; AppInspect reads it, below)
+    global_access = "\n[]\naccess = read : [ * ], write : [ admin, sc_admin ]\n"
+    assert global_access in generated[folder / "metadata/default.meta"]
+
+
+def test_splunk_input_macro_is_splunks_own(generated) -> None:
+    """`kube_audit` as Splunk's content defines it (splunk/security_content
+    macros/kube_audit.yml: source="kubernetes"), its description naming the sourcetypes
+    Splunk's content reads audit Events with: _json (data_sources/kubernetes_audit.yml) and,
+    for EKS through the Splunk Add-on for AWS, aws:cloudwatchlogs:eks
+    (macros/aws_cloudwatchlogs_eks.yml)."""
+    for variant in variants_of("splunk-app"):
+        folder = QUERIES_DIR / "splunk-app" / "+".join(variant) / "k8s_token_detect"
+        macros = TABConfigParser()
+        macros.read_string(generated[folder / "default/macros.conf"])
+        assert macros["kube_audit"]["definition"] == 'source="kubernetes"'
+        description = macros["kube_audit"]["description"]
+        assert 'sourcetype="_json"' in description
+        assert 'sourcetype="aws:cloudwatchlogs:eks"' in description
+
+
+# Splunk AppInspect (splunk-appinspect on PyPI), offline: --skip-trusted-libraries-update keeps
+# it from fetching its trusted-libraries list. Precert mode with no tag runs every check; the
+# Splunk Cloud tag sets are the ones Splunk Cloud vets a private app with.
+SPLUNK_CLOUD_TAG_SETS = (
+    "cloud",
+    "private_app",
+    "private_classic",
+    "private_victoria",
+    "migration_victoria",
+)
+NOT_PASSING = ("failure", "error", "future_failure", "warning", "skipped", "manual_check")
+
+
+def splunk_package(generated: dict[Path, str], variant: tuple[str, ...], tmp: Path) -> Path:
+    """The app as a user packages it for Splunk Cloud: tar -czf k8s_token_detect.tgz."""
+    folder = QUERIES_DIR / "splunk-app" / "+".join(variant)
+    for path, content in generated.items():
+        if path.is_relative_to(folder / "k8s_token_detect"):
+            target = tmp / "app" / path.relative_to(folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content, encoding="utf-8")
+    package = tmp / "k8s_token_detect.tgz"
+    with tarfile.open(package, "w:gz") as tar:
+        tar.add(tmp / "app" / "k8s_token_detect", arcname="k8s_token_detect")
+    return package
+
+
+def appinspect(package: Path, tags: tuple[str, ...] = ()) -> list[dict]:
+    """Every check AppInspect ran on the package (precert mode), with its result and tags."""
+    report = package.parent / f"appinspect-{'+'.join(tags) or 'all'}.json"
+    command = [
+        sys.executable,
+        *("-m", "splunk_appinspect.main", "inspect", str(package), "--mode", "precert"),
+        *("--skip-trusted-libraries-update", "--max-messages", "all"),
+        *("--data-format", "json", "--output-file", str(report)),
+    ]
+    for tag in tags:
+        command += ["--included-tags", tag]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    (app,) = json.loads(report.read_text(encoding="utf-8"))["reports"]
+    return [check for group in app["groups"] for check in group["checks"]]
+
+
+def not_passing(checks: list[dict]) -> list[tuple[str, str, list[str]]]:
+    return [
+        (c["name"], c["result"], [m["message"] for m in c["messages"]])
+        for c in checks
+        if c["result"] in NOT_PASSING
+    ]
+
+
+@pytest.mark.parametrize("variant", variants_of("splunk-app"), ids=lambda v: "+".join(v) or "rule")
+def test_splunk_app_passes_appinspect(variant, generated, tmp_path) -> None:
+    """Every check of every tag set passes (no failure, error, warning or manual check), so
+    the app installs on Splunk Cloud as a private app."""
+    checks = appinspect(splunk_package(generated, variant, tmp_path))
+    assert not not_passing(checks)
+    assert sum(c["result"] == "success" for c in checks) >= 80
+    for tag in SPLUNK_CLOUD_TAG_SETS:
+        assert any(tag in c["tags"] and c["result"] == "success" for c in checks), tag
+    names = {c["name"] for c in checks if c["result"] == "success"}
+    assert {"check_meta_default_write_access", "check_for_valid_package_id"} <= names
+
+
+@pytest.mark.parametrize("tag", SPLUNK_CLOUD_TAG_SETS)
+def test_splunk_app_passes_appinspect_splunk_cloud_tag_set(tag, generated, tmp_path) -> None:
+    """AppInspect run with one Splunk Cloud tag set, as Splunk Cloud's vetting selects it."""
+    checks = appinspect(splunk_package(generated, (), tmp_path), (tag,))
+    assert checks and all(tag in c["tags"] for c in checks)
+    assert not not_passing(checks)
 
 
 SENTINEL = [n for n in ARTIFACT if n.startswith("sentinel-rules-")]
