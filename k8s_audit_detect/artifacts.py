@@ -1,7 +1,9 @@
 """Deployable artifacts built from a rule's own metadata and a target's converted query.
 
-Each builder takes the rules with their queries for one target and environment variant and
-returns {file path relative to the artifact's folder: content}. Nothing here repeats a
+Each builder takes the rules with their queries for one target and environment variant, and
+options (the artifact's own, plus "name": the artifact's name and "variant": the environments
+whose filters this variant adds, () for the rule alone and for a target tied to one platform),
+and returns {file path relative to the artifact's folder: content}. Nothing here repeats a
 rule's description, level or ATT&CK ids: they are read from the rule each time; only the
 ATT&CK names for the ids, which Sigma rules do not carry, come from ATTACK below.
 """
@@ -75,9 +77,11 @@ def level(rule: SigmaRule) -> tuple[str, int, int, str]:
     return LEVELS[rule.level.name.lower() if rule.level else "medium"]
 
 
-def artifact_id(rule: SigmaRule, name: str) -> str:
-    """A stable id per rule and artifact: UUIDv5 of the Sigma id and the artifact's name."""
-    return str(uuid.uuid5(rule.id, name))
+def artifact_id(rule: SigmaRule, name: str, variant: Sequence[str] = ()) -> str:
+    """A stable id per rule, artifact and variant: UUIDv5 of the Sigma id and the artifact's
+    name, plus "/<env>[+<env>...]" for an environment's variant (the rule alone, and a
+    platform-tied target, keep the id they always had: a deployed copy is updated in place)."""
+    return str(uuid.uuid5(rule.id, "/".join([name, "+".join(variant)]) if variant else name))
 
 
 def one_line(text: str) -> str:
@@ -106,7 +110,7 @@ def kibana_rules(converted: Converted, options: dict[str, Any]) -> dict[str, str
             for tactic_id, tactic_name in tactics
         ]
         document = {
-            "rule_id": artifact_id(rule, options["name"]),
+            "rule_id": artifact_id(rule, options["name"], options["variant"]),
             "name": rule.title,
             "description": one_line(rule.description or ""),
             "type": options["type"],
@@ -131,6 +135,13 @@ def kibana_rules(converted: Converted, options: dict[str, Any]) -> dict[str, str
             "threat": threat,
             "note": triage_guide(rule),
             "max_signals": 100,
+            # Not bumped on change: Kibana imports a custom rule whose rule_id exists by
+            # replacing it (overwrite) or refusing it (no overwrite); a version matters there
+            # only for Elastic's prebuilt rules (elastic/kibana x-pack/solutions/security/
+            # plugins/security_solution/docs/testing/test_plans/detection_response/
+            # prebuilt_rules/importing.md). Elastic's own bump-on-change needs a committed lock
+            # (elastic/detection-rules detection_rules/version_lock.py: +1 when the sha256 of
+            # the rule's contents changes), which a byte-stable generator does not keep.
             "version": 1,
         }
         if options.get("suppress_by"):

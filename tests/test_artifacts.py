@@ -40,7 +40,10 @@ def test_kibana_rule(name, variant, generated, query_for, token_rule) -> None:
     rule = json.loads(line)
     target = ARTIFACT[name].target
     assert rule["query"] == query_for(target, variant)
-    assert rule["rule_id"] == str(uuid.uuid5(token_rule.id, name))
+    # the rule alone, and the GKE and AKS integrations' own environment, keep their old id
+    tied = TARGETS_BY_NAME[target].environments is not None
+    expected = f"{name}/{'+'.join(variant)}" if variant and not tied else name
+    assert rule["rule_id"] == str(uuid.uuid5(token_rule.id, expected))
     assert (rule["type"], rule["language"]) == ("query", "lucene")
     assert rule["index"] == list(ARTIFACT[name].options["index"])
     assert (rule["name"], rule["severity"], rule["risk_score"]) == (token_rule.title, "medium", 47)
@@ -54,6 +57,19 @@ def test_kibana_rule(name, variant, generated, query_for, token_rule) -> None:
     }
     assert ids == {"T1528", "T1552", "T1552.007"}
     assert (rule["from"], rule["interval"]) == ("now-6m", "5m")
+
+
+def test_kibana_rule_ids_are_unique_across_every_ndjson_file(generated) -> None:
+    """One Kibana holds every variant side by side only if no two share a rule_id: importing
+    a second rule with the same rule_id is refused, or with overwrite replaces the first."""
+    ids: dict[str, list[str]] = {}
+    for path, text in generated.items():
+        if path.suffix == ".ndjson":
+            for line in text.splitlines():
+                ids.setdefault(json.loads(line)["rule_id"], []).append(str(path))
+    assert len(ids) == sum(len(variants_of(n)) for n in ARTIFACT if n.startswith("kibana-"))
+    shared = {rule_id: paths for rule_id, paths in ids.items() if len(paths) > 1}
+    assert not shared
 
 
 # Platforms that log one request twice (AKS's two audit categories) and the field Kibana
