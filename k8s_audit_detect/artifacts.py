@@ -329,7 +329,25 @@ def _conf_stanza(name: str, settings: dict[str, str]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Microsoft Sentinel: scheduled analytics rules, in the Azure-Sentinel content repository format
+# Microsoft Sentinel: scheduled analytics rules, as the Azure-Sentinel content repository's YAML
+# and as the ARM template the portal's Analytics > Import and the API take.
+#
+# File names carry the table: the Azure-Sentinel repository's validation finds each detection by
+# its file name alone and requires exactly one (.script/tests/detectionTemplateSchemaValidation/
+# DetectionTemplateSchemaValidationTests.cs: Directory.GetFiles(path, name, AllDirectories)
+# .Single()), so three tables' rules cannot share one name.
+
+# The ARM template: the shape the portal exports and imports (MicrosoftDocs/azure-docs
+# articles/sentinel/import-export-analytics-rules.md; a `workspace` parameter, the resource
+# Microsoft.OperationalInsights/workspaces/providers/alertRules named <workspace>/
+# Microsoft.SecurityInsights/<rule id>), with the latest stable API version and its
+# ScheduledAlertRuleProperties (Azure/azure-rest-api-specs specification/securityinsights/
+# resource-manager/Microsoft.SecurityInsights/stable/2025-09-01/AlertRules.json: required
+# displayName, enabled, severity, query, queryFrequency, queryPeriod, triggerOperator,
+# triggerThreshold, suppressionEnabled, suppressionDuration; `techniques` but no sub-techniques).
+ARM_SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#"
+ARM_ALERT_RULE = "Microsoft.OperationalInsights/workspaces/providers/alertRules"
+ARM_API_VERSION = "2025-09-01"
 
 
 def sentinel_rules(converted: Converted, options: dict[str, Any]) -> dict[str, str]:
@@ -339,8 +357,20 @@ def sentinel_rules(converted: Converted, options: dict[str, Any]) -> dict[str, s
     for rule, query in converted:
         _, _, _, severity = level(rule)
         tactics, techniques = attack(rule)
+        rule_id = artifact_id(rule, options["name"])
+        deployed = query + "\n" + options["entity_columns"]
+        entities = [
+            {
+                "entityType": "Account",
+                "fieldMappings": [{"identifier": "Name", "columnName": "AccountName"}],
+            },
+            {
+                "entityType": "IP",
+                "fieldMappings": [{"identifier": "Address", "columnName": "IPAddress"}],
+            },
+        ]
         document = {
-            "id": artifact_id(rule, options["name"]),
+            "id": rule_id,
             "name": rule.title,
             "description": one_line(rule.description or ""),
             "severity": severity,
@@ -353,25 +383,77 @@ def sentinel_rules(converted: Converted, options: dict[str, Any]) -> dict[str, s
             "triggerThreshold": 0,
             "tactics": [name.replace(" ", "") for _, name in tactics],
             "relevantTechniques": techniques,
-            "query": query + "\n" + options["entity_columns"] + "\n",
-            "entityMappings": [
-                {
-                    "entityType": "Account",
-                    "fieldMappings": [{"identifier": "Name", "columnName": "AccountName"}],
-                },
-                {
-                    "entityType": "IP",
-                    "fieldMappings": [{"identifier": "Address", "columnName": "IPAddress"}],
-                },
-            ],
+            "query": deployed + "\n",
+            "entityMappings": entities,
             "version": "1.0.0",
             "kind": "Scheduled",
         }
-        text = yaml.dump(
+        stem = f"{Path(rule.source.path).stem}_{options['table'].lower()}"
+        files[f"{stem}.yaml"] = yaml.dump(
             document, Dumper=_block_dumper(), sort_keys=False, width=10**6, allow_unicode=True
         )
-        files[f"{Path(rule.source.path).stem}.yaml"] = text
+        properties = {
+            "displayName": rule.title,
+            "description": one_line(rule.description or ""),
+            "severity": severity,
+            "enabled": False,  # like the Kibana rules and OpenSearch monitors: you enable it
+            "query": deployed,
+            "queryFrequency": f"PT{SCHEDULE['interval_minutes']}M",
+            "queryPeriod": f"PT{SCHEDULE['lookback_minutes']}M",
+            "triggerOperator": "GreaterThan",
+            "triggerThreshold": 0,
+            "suppressionDuration": "PT5H",
+            "suppressionEnabled": False,
+            "tactics": document["tactics"],
+            "techniques": sorted({t.split(".")[0] for t in techniques}),
+            "incidentConfiguration": {
+                "createIncident": True,
+                "groupingConfiguration": {
+                    "enabled": False,
+                    "reopenClosedIncident": False,
+                    "lookbackDuration": "PT5H",
+                    "matchingMethod": "AllEntities",
+                    "groupByEntities": [],
+                    "groupByAlertDetails": [],
+                    "groupByCustomDetails": [],
+                },
+            },
+            "eventGroupingSettings": {"aggregationKind": "SingleAlert"},
+            "entityMappings": entities,
+        }
+        template = {
+            "$schema": ARM_SCHEMA,
+            "contentVersion": "1.0.0.0",
+            "parameters": {"workspace": {"type": "String"}},
+            "resources": [
+                {
+                    "id": "[concat(resourceId('Microsoft.OperationalInsights/workspaces/"
+                    "providers', parameters('workspace'), 'Microsoft.SecurityInsights'),"
+                    f"'/alertRules/{rule_id}')]",
+                    "name": "[concat(parameters('workspace'),"
+                    f"'/Microsoft.SecurityInsights/{rule_id}')]",
+                    "type": ARM_ALERT_RULE,
+                    "kind": "Scheduled",
+                    "apiVersion": ARM_API_VERSION,
+                    "properties": arm_literals(properties),
+                }
+            ],
+        }
+        files[f"{stem}.json"] = json.dumps(template, indent=2, ensure_ascii=False)
     return files
+
+
+def arm_literals(value: Any) -> Any:
+    """Every string as a literal: ARM evaluates a string that starts with [ and ends with ] as
+    an expression unless it starts with [[ (MicrosoftDocs/azure-docs articles/
+    azure-resource-manager/templates/template-expressions.md, Escape characters)."""
+    if isinstance(value, str):
+        return "[" + value if value.startswith("[") and value.endswith("]") else value
+    if isinstance(value, list):
+        return [arm_literals(v) for v in value]
+    if isinstance(value, dict):
+        return {k: arm_literals(v) for k, v in value.items()}
+    return value
 
 
 def _block_dumper() -> type:

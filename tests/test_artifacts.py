@@ -18,7 +18,7 @@ from engines import run_kql, run_kql_azurediagnostics
 from shapes import elastic_kubernetes_types
 
 from convert import ARTIFACTS, QUERIES_DIR, TARGETS_BY_NAME
-from k8s_audit_detect.artifacts import TECHNIQUES, triage_guide
+from k8s_audit_detect.artifacts import TECHNIQUES, arm_literals, triage_guide
 
 RULE_STEM = "credential_access_kubernetes_serviceaccount_token_requested"
 ARTIFACT = {a.name: a for a in ARTIFACTS}
@@ -224,16 +224,29 @@ SENTINEL = [n for n in ARTIFACT if n.startswith("sentinel-rules-")]
 RUNNERS = {"AzureDiagnostics": run_kql_azurediagnostics}
 
 
+def sentinel_file(name: str, generated: dict[Path, str], extension: str) -> str:
+    (variant,) = variants_of(name)
+    table = ARTIFACT[name].options["table"].lower()
+    return generated[QUERIES_DIR / name / "+".join(variant) / f"{RULE_STEM}_{table}.{extension}"]
+
+
+def runs_like_the_tested_query(name: str, deployed: str, tested: str, rule, tmp: Path) -> None:
+    """The deployed query (with its entity columns) matches exactly what the tested one does."""
+    run = RUNNERS.get(ARTIFACT[name].options["table"], run_kql)
+    events = [raw_event(c) for c in load_cases() + load_env_cases()]
+    matched = run(tested, rule, events, tmp)
+    assert matched and run(deployed, rule, events, tmp) == matched
+
+
 @pytest.mark.parametrize("name", SENTINEL)
 def test_sentinel_rule_runs_like_the_tested_query(
     name, generated, query_for, token_rule, tmp_path
 ) -> None:
     (variant,) = variants_of(name)
     target = ARTIFACT[name].target
-    document = yaml.safe_load(
-        generated[QUERIES_DIR / name / "+".join(variant) / f"{RULE_STEM}.yaml"]
-    )
+    document = yaml.safe_load(sentinel_file(name, generated, "yaml"))
     tested = query_for(target, variant)
+    assert document["query"] == tested + "\n" + ARTIFACT[name].options["entity_columns"] + "\n"
     assert document["query"].startswith(tested + "\n| extend AccountName = ")
     assert document["kind"] == "Scheduled" and document["severity"] == "Medium"
     assert (document["queryFrequency"], document["queryPeriod"]) == ("5m", "6m")
@@ -243,12 +256,86 @@ def test_sentinel_rule_runs_like_the_tested_query(
     assert {m["entityType"] for m in document["entityMappings"]} == {"Account", "IP"}
     table = ARTIFACT[name].options["table"]
     assert document["requiredDataConnectors"][0]["dataTypes"] == [table]
-    # the deployed query (with its entity columns) matches what the tested one matches
-    run = RUNNERS.get(table, run_kql)
-    events = [raw_event(c) for c in load_cases() + load_env_cases()]
-    assert run(document["query"].rstrip("\n"), token_rule, events, tmp_path) == run(
-        tested, token_rule, events, tmp_path
+    runs_like_the_tested_query(name, document["query"].rstrip("\n"), tested, token_rule, tmp_path)
+
+
+def test_sentinel_file_names_are_unique(generated) -> None:
+    """The Azure-Sentinel repository's validation finds a detection by its file name alone
+    (Directory.GetFiles(..., name, AllDirectories).Single()): no two may share one."""
+    names = [
+        path.name
+        for path in generated
+        if path.is_relative_to(QUERIES_DIR) and path.relative_to(QUERIES_DIR).parts[0] in SENTINEL
+    ]
+    assert len(names) == 2 * len(SENTINEL)  # the content-repository YAML and the ARM template
+    assert len(set(names)) == len(names)
+
+
+# ScheduledAlertRuleProperties' required properties (Azure/azure-rest-api-specs
+# specification/securityinsights/resource-manager/Microsoft.SecurityInsights/stable/
+# 2025-09-01/AlertRules.json)
+ARM_REQUIRED = {
+    "displayName",
+    "enabled",
+    "severity",
+    "query",
+    "queryFrequency",
+    "queryPeriod",
+    "triggerOperator",
+    "triggerThreshold",
+    "suppressionEnabled",
+    "suppressionDuration",
+}
+
+
+@pytest.mark.parametrize("name", SENTINEL)
+def test_sentinel_arm_template(name, generated, query_for, token_rule, tmp_path) -> None:
+    """An ARM template as the portal exports and imports it: a deployment template with a
+    workspace parameter and one Sentinel scheduled rule, whose query is exactly the tested
+    query plus the YAML's entity columns, and still runs like it on duckdb-kql."""
+    (variant,) = variants_of(name)
+    template = json.loads(sentinel_file(name, generated, "json"))
+    document = yaml.safe_load(sentinel_file(name, generated, "yaml"))
+    assert template["$schema"] == (
+        "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#"
     )
+    assert template["contentVersion"] == "1.0.0.0"
+    assert template["parameters"] == {"workspace": {"type": "String"}}
+    (resource,) = template["resources"]
+    assert resource["type"] == "Microsoft.OperationalInsights/workspaces/providers/alertRules"
+    assert resource["kind"] == "Scheduled"
+    assert resource["apiVersion"] == "2025-09-01"
+    rule_id = document["id"]
+    assert resource["name"] == (
+        f"[concat(parameters('workspace'),'/Microsoft.SecurityInsights/{rule_id}')]"
+    )
+    assert resource["id"].endswith(f"'/alertRules/{rule_id}')]")
+    properties = resource["properties"]
+    assert set(properties) >= ARM_REQUIRED
+    tested = query_for(ARTIFACT[name].target, variant)
+    assert properties["query"] == tested + "\n" + ARTIFACT[name].options["entity_columns"]
+    assert properties["query"] == document["query"].rstrip("\n")
+    assert (properties["displayName"], properties["severity"]) == (token_rule.title, "Medium")
+    assert (properties["queryFrequency"], properties["queryPeriod"]) == ("PT5M", "PT6M")
+    assert (properties["triggerOperator"], properties["triggerThreshold"]) == ("GreaterThan", 0)
+    assert properties["enabled"] is False
+    assert properties["tactics"] == ["CredentialAccess"]
+    assert properties["techniques"] == ["T1528", "T1552"]  # the API takes no sub-techniques
+    assert properties["entityMappings"] == document["entityMappings"]
+    runs_like_the_tested_query(name, properties["query"], tested, token_rule, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("value", "literal"),
+    [
+        ("[concat('a')]", "[[concat('a')]"),  # would be evaluated: escaped
+        ("[x] | take 1", "[x] | take 1"),  # does not end with ]: already a literal
+        ("T | where a in ('[x]')", "T | where a in ('[x]')"),
+        ({"q": ["[y]"]}, {"q": ["[[y]"]}),
+    ],
+)
+def test_arm_strings_are_literals(value, literal) -> None:
+    assert arm_literals(value) == literal
 
 
 def test_rule_card_shows_every_target_and_its_evidence(generated, query_for, token_rule) -> None:
