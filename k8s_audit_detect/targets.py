@@ -94,6 +94,42 @@ TARGETS: tuple[Target, ...] = (
         "(fields/fields.yml, manifest.yml, elasticsearch/ingest_pipeline/default.yml)",
     ),
     Target(
+        name="elastic-eks-lucene",
+        backend="lucene",
+        pipelines=("elastic_aws_eks_audit.yml", "lucene_exact_values.yml"),
+        extension="lucene",
+        platform="Elastic (Kibana query, Lucene), EKS",
+        data_source="logs-aws.eks_audit-* (AWS integration 8.9.0+, EKS audit logs)",
+        verified_by="Apache Lucene QueryParser + MemoryIndex (Elasticsearch query_string rules)",
+        source="elastic/integrations packages/aws/data_stream/eks_audit/ (fields/fields.yml, "
+        "manifest.yml, elasticsearch/ingest_pipeline/audit.yml)",
+        environments=("eks",),
+    ),
+    Target(
+        name="elastic-eks-eql",
+        backend="eql",
+        pipelines=("elastic_aws_eks_audit.yml", "elastic_eql_case_sensitive.yml"),
+        extension="eql",
+        platform="Elastic Security (EQL), EKS",
+        data_source="logs-aws.eks_audit-* (AWS integration 8.9.0+, EKS audit logs)",
+        verified_by="Elastic eql engine (PythonEngine)",
+        source="elastic/integrations packages/aws/data_stream/eks_audit/ (fields/fields.yml, "
+        "manifest.yml, elasticsearch/ingest_pipeline/audit.yml)",
+        environments=("eks",),
+    ),
+    Target(
+        name="elastic-eks-esql",
+        backend="esql",
+        pipelines=("elastic_aws_eks_audit.yml", "elastic_esql_strings.yml"),
+        extension="esql",
+        platform="Elastic (ES|QL), EKS",
+        data_source="logs-aws.eks_audit-* (AWS integration 8.9.0+, EKS audit logs)",
+        verified_by="expected string only (no ES|QL engine here)",
+        source="elastic/integrations packages/aws/data_stream/eks_audit/ (fields/fields.yml, "
+        "manifest.yml, elasticsearch/ingest_pipeline/audit.yml)",
+        environments=("eks",),
+    ),
+    Target(
         name="elastic-gke-lucene",
         backend="lucene",
         pipelines=("elastic_gcp_gke_audit.yml", "lucene_exact_values.yml"),
@@ -337,6 +373,12 @@ ARTIFACTS: tuple[Artifact, ...] = (
             "suppress_by": "kubernetes.audit.auditID",
             **KIBANA_LUCENE,
         },
+    ),
+    Artifact(
+        "kibana-eks",
+        "elastic-eks-lucene",
+        artifacts.kibana_rules,
+        {"index": ("logs-aws.eks_audit-*",), **KIBANA_LUCENE},
     ),
     Artifact(
         "kibana-gke",
