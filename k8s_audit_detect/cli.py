@@ -285,7 +285,10 @@ def render(targets: Iterable[Target], envs: Sequence[str] = ()) -> dict[Path, st
         for (target_name, variant), pairs in converted.items():
             if target_name == artifact.target:
                 folder = paths.QUERIES_DIR / artifact.name / "+".join(variant)
-                options = {"name": artifact.name, **artifact.options}
+                # a platform-tied target's environment is its platform, not a variant of it
+                tied = TARGETS_BY_NAME[target_name].environments is not None
+                options = {"name": artifact.name, "variant": () if tied else variant}
+                options |= artifact.options
                 for name, content in artifact.build(pairs, options).items():
                     files[folder / name] = content.rstrip("\n") + "\n"
     if not envs and len(targets) == len(TARGETS):

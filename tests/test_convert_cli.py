@@ -63,7 +63,8 @@ def test_one_target_to_stdout_writes_nothing(repo: Path) -> None:
 
     result = run(repo, "-t", "splunk", "--stdout")
     assert result.returncode == 0
-    queries = [line for line in result.stdout.splitlines() if line.startswith("==> queries/splunk/")]
+    headers = [line for line in result.stdout.splitlines() if line.startswith("==> ")]
+    queries = [line for line in headers if line.startswith("==> queries/splunk/")]
     assert len(queries) == 1 + len(environments())  # the rule alone, and each environment
     assert snapshot(repo) == before
 
