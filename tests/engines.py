@@ -8,6 +8,7 @@ import functools
 import glob
 import io
 import json
+import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -139,7 +140,16 @@ def keyword_fields(doc: dict[str, Any], prefix: str = "") -> list[tuple[str, str
     return pairs
 
 
+def require(executable: str, package: str) -> str:
+    """The path of an engine's executable; a missing one fails the test with what to install
+    (scripts/test installs it)."""
+    path = shutil.which(executable)
+    assert path, f"{executable} is missing: apt-get install {package} (or run scripts/test)"
+    return path
+
+
 def lucene_classpath() -> str:
+    require("java", "default-jdk-headless")
     jars = []
     for name in LUCENE_JARS:
         found = sorted(glob.glob(f"/usr/share/java/lucene-{name}-[0-9]*.jar"))
@@ -284,6 +294,7 @@ def spark_session() -> Any:
     """One local Spark for the whole test run (it takes seconds to start), stopped at exit."""
     from pyspark.sql import SparkSession
 
+    require("java", "default-jdk-headless")  # else PySpark's JAVA_GATEWAY_EXITED
     spark = (
         SparkSession.builder.master("local[1]")
         .appName("k8s-token-request-tests")
