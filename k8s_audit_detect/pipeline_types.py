@@ -2,7 +2,7 @@
 
 A YAML pipeline names its transformations and conditions by the keys of pySigma's registries
 (sigma.processing.transformations.transformations and
-sigma.processing.conditions.detection_item_conditions). Importing this module adds four keys,
+sigma.processing.conditions.detection_item_conditions). Importing this module adds five keys,
 as pySigma's own Loki backend adds its set_custom_attribute:
 
 - `gke_method_name` (transformation): a test on verb, objectRef.resource, .subresource,
@@ -12,6 +12,8 @@ as pySigma's own Loki backend adds its set_custom_attribute:
 - `field_name_regex` (transformation): rewrite field names with a regular expression, for
   the characters a query language wants escaped in a name (a / in Lucene, a key with dots
   or / in EQL).
+- `keyed_prefix_mapping` (transformation): a prefix mapping that also rewrites characters in
+  a map's key (annotations, user.extra: "." -> "_" where an ingest pipeline does so).
 - `value_type` (detection item condition): a value's Sigma type (cidr, re, number, ...), for
   refusing what a platform cannot compare.
 
@@ -286,6 +288,24 @@ class FieldNameRegexTransformation(FieldMappingTransformationBase):
 
 
 @dataclass
+class KeyedPrefixMappingTransformation(FieldMappingTransformationBase):
+    """Map a prefix as field_name_prefix_mapping does, rewriting characters in the rest (the
+    key of a map such as annotations or user.extra, "." -> "_" where an ingest pipeline did)."""
+
+    mapping: dict[str, str]
+    key_replace: dict[str, str] = field(default_factory=dict)
+
+    def apply_field_name(self, field: str | None) -> str | None:
+        for prefix, target in self.mapping.items():
+            if field is not None and field.startswith(prefix):
+                key = field.removeprefix(prefix)
+                for old, new in self.key_replace.items():
+                    key = key.replace(old, new)
+                return target + key
+        return None
+
+
+@dataclass
 class ValueTypeCondition(ValueProcessingCondition):
     """Match values by their Sigma type: string, wildcard_only, number, bool, null, re,
     re_flags, cidr, cidr_ipv6, compare, exists, fieldref."""
@@ -330,12 +350,14 @@ class ValueTypeCondition(ValueProcessingCondition):
 # The registration: explicit, once per process (importing twice assigns the same classes).
 transformations["gke_method_name"] = GkeMethodNameTransformation  # type: ignore[index]
 transformations["field_name_regex"] = FieldNameRegexTransformation  # type: ignore[index]
+transformations["keyed_prefix_mapping"] = KeyedPrefixMappingTransformation  # type: ignore[index]
 transformations["sigma_regex_whole_value"] = SigmaRegexWholeValueTransformation  # type: ignore[index]
 detection_item_conditions["value_type"] = ValueTypeCondition  # type: ignore[index]
 
 __all__ = [
     "FieldNameRegexTransformation",
     "GkeMethodNameTransformation",
+    "KeyedPrefixMappingTransformation",
     "SigmaRegexWholeValueTransformation",
     "ValueTypeCondition",
 ]

@@ -2,9 +2,9 @@
 
     python -m k8s_audit_detect.sigma_cli convert -t eql -p pipelines/elastic_gcp_gke_audit.yml RULE
 
-The same command line as `sigma`; the YAML pipelines that use `gke_method_name`,
-`sigma_regex_whole_value`, `field_name_regex` or `value_type` need it (or an installed plugin
-that imports the module)."""
+The same command line as `sigma`; the YAML pipelines name this project's types
+(`gke_method_name`, `sigma_regex_whole_value`, `field_name_regex`, `keyed_prefix_mapping`,
+`value_type`), which need it (or the installed plugin, which registers them too)."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ import functools
 import glob
 import io
 import json
+import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +20,8 @@ from shapes import (
     aks_audit_row,
     aks_diagnostic_record,
     aks_diagnostic_records,
+    elastic_aws_eks_audit,
+    elastic_aws_eks_types,
     elastic_azure_platformlogs,
     elastic_gcp_audit,
     elastic_gcp_types,
@@ -155,7 +158,16 @@ def keyword_fields(doc: dict[str, Any], prefix: str = "") -> list[tuple[str, str
     return pairs
 
 
+def require(executable: str, package: str) -> str:
+    """The path of an engine's executable; a missing one fails the test with what to install
+    (scripts/test installs it)."""
+    path = shutil.which(executable)
+    assert path, f"{executable} is missing: apt-get install {package} (or run scripts/test)"
+    return path
+
+
 def lucene_classpath() -> str:
+    require("java", "default-jdk-headless")
     jars = []
     for name in LUCENE_JARS:
         found = sorted(glob.glob(f"/usr/share/java/lucene-{name}-[0-9]*.jar"))
@@ -303,6 +315,7 @@ def spark_session() -> Any:
     """One local Spark for the whole test run (it takes seconds to start), stopped at exit."""
     from pyspark.sql import SparkSession
 
+    require("java", "default-jdk-headless")  # else PySpark's JAVA_GATEWAY_EXITED
     spark = (
         SparkSession.builder.master("local[1]")
         .appName("k8s-token-request-tests")
@@ -332,6 +345,11 @@ ENGINES: dict[str, tuple[str, Runner]] = {
     "duckdb": ("duckdb", run_duckdb),
     "lucene": ("elastic-lucene", lucene_runner(elastic_kubernetes, elastic_kubernetes_types)),
     "opensearch-lucene": ("opensearch", lucene_runner(opensearch_dynamic)),
+    "eks-eql": ("elastic-eks-eql", eql_runner(elastic_aws_eks_audit)),
+    "eks-lucene": (
+        "elastic-eks-lucene",
+        lucene_runner(elastic_aws_eks_audit, elastic_aws_eks_types),
+    ),
     "gke-eql": ("elastic-gke-eql", eql_runner(gke_elastic)),
     "gke-lucene": ("elastic-gke-lucene", lucene_runner(gke_elastic, elastic_gcp_types)),
     "aks-lucene": ("elastic-aks-lucene", lucene_runner(aks_elastic)),

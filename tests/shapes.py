@@ -130,6 +130,99 @@ def elastic_kubernetes_types(path: str) -> str:
 OPENSEARCH_KEYWORD_IGNORE_ABOVE = 256
 
 
+# Elastic's AWS integration, EKS audit data stream (packages/aws/data_stream/eks_audit/
+# fields/fields.yml; manifest.yml maps it `dynamic: false`): the aws.eks.audit paths it
+# declares, by type. Every other aws.eks.audit path is in _source only.
+ELASTIC_EKS_AUDIT_TEXT = {
+    "userAgent",
+    "responseStatus.message",
+    "annotations.authorization_k8s_io/reason",
+    "annotations.pod-security_kubernetes_io/audit-violations",
+}
+ELASTIC_EKS_AUDIT_KEYWORD = {
+    *("apiVersion", "kind", "level", "auditID", "stage", "requestURI", "verb", "sourceIPs"),
+    *(f"user.{name}" for name in ("groups", "username", "uid")),
+    *(f"impersonatedUser.{name}" for name in ("groups", "username", "uid")),
+    *(f"objectRef.{name}" for name in ("resource", "namespace", "name", "uid", "apiGroup")),
+    *(f"objectRef.{name}" for name in ("apiVersion", "resourceVersion", "subresource")),
+    *(f"responseStatus.{name}" for name in ("status", "reason")),
+    "annotations.authorization_k8s_io/decision",
+}
+ELASTIC_EKS_AUDIT_LONG = {"responseStatus.code", "responseStatus.retryAfterSeconds"}
+
+
+def elastic_aws_eks_types(path: str) -> str:
+    """The Elasticsearch type of a document path in the AWS integration's eks_audit data
+    stream: its fields.yml for aws.eks.audit.*, user.extra keyword; ECS fields keyword-like."""
+    prefix = "aws.eks.audit."
+    if not path.startswith(prefix):
+        return "keyword"
+    member = path.removeprefix(prefix)
+    if member.startswith(("user.extra.", "impersonatedUser.extra.")):
+        return "keyword"
+    if member in ELASTIC_EKS_AUDIT_TEXT:
+        return "text"
+    if member in ELASTIC_EKS_AUDIT_LONG:
+        return "long"
+    return "keyword" if member in ELASTIC_EKS_AUDIT_KEYWORD else "none"
+
+
+def _without_empty(value: Any) -> Any:
+    """The integration's last script: null and empty values dropped, recursively."""
+    if isinstance(value, dict):
+        kept = {k: _without_empty(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v not in (None, "", {}, [])}
+    if isinstance(value, list):
+        kept_items = [_without_empty(v) for v in value]
+        return [v for v in kept_items if v not in (None, "", {}, [])]
+    return value
+
+
+def elastic_aws_eks_audit(event: dict[str, Any]) -> dict[str, Any]:
+    """A document as Elastic's AWS integration indexes an EKS audit Event (logs-aws.eks_audit-*;
+    packages/aws/data_stream/eks_audit/elasticsearch/ingest_pipeline/audit.yml, sample_event.json):
+    the Event under aws.eks.audit with request/response object metadata dropped, annotation and
+    user.extra keys "." -> "_", objectRef.apiGroup "core" for the core group, and the ECS
+    copies: event.action (verb), event.id (auditID), event.outcome, user.name, user.id,
+    user.group.name, user_agent.original, source.ip, client.ip, orchestrator.*; empty values
+    dropped."""
+    audit = copy.deepcopy(event)
+    for member in ("requestObject", "responseObject"):
+        if isinstance(audit.get(member), dict):
+            audit[member].pop("metadata", None)
+    ref = audit.get("objectRef")
+    if isinstance(ref, dict) and ref.get("resource") and not ref.get("apiGroup"):
+        ref["apiGroup"] = "core"
+    if isinstance(audit.get("annotations"), dict):
+        audit["annotations"] = {k.replace(".", "_"): v for k, v in audit["annotations"].items()}
+    for identity in ("user", "impersonatedUser"):
+        extra = (audit.get(identity) or {}).get("extra")
+        if isinstance(extra, dict):
+            audit[identity]["extra"] = {k.replace(".", "_"): v for k, v in extra.items()}
+    doc: dict[str, Any] = {"event": {"kind": "event"}, "aws": {"eks": {"audit": audit}}}
+    decision = (audit.get("annotations") or {}).get("authorization_k8s_io/decision")
+    code = (audit.get("responseStatus") or {}).get("code")
+    if decision in ("allow", "forbid"):
+        doc["event"]["outcome"] = "success" if decision == "allow" else "failure"
+    if isinstance(code, int) and code > 0:
+        doc["event"]["outcome"] = "success" if code < 400 else "failure"
+    doc["event"]["action"] = audit.get("verb")
+    doc["event"]["id"] = audit.get("auditID")
+    user = audit.get("user") or {}
+    doc["user"] = {"name": user.get("username"), "id": user.get("uid")}
+    doc["user"]["group"] = {"name": user.get("groups")}
+    doc["user_agent"] = {"original": audit.get("userAgent")}
+    doc["source"] = {"ip": audit.get("sourceIPs")}
+    doc["client"] = {"ip": audit.get("sourceIPs")}
+    ref = audit.get("objectRef") or {}
+    doc["orchestrator"] = {
+        "type": "kubernetes",
+        "namespace": ref.get("namespace"),
+        "resource": {"type": ref.get("resource"), "name": ref.get("name")},
+    }
+    return _without_empty(doc)
+
+
 def opensearch_dynamic(event: dict[str, Any]) -> dict[str, Any]:
     """A document as OpenSearch's dynamic mapping indexes a raw audit Event shipped as JSON:
     every string also as an exact `<path>.keyword` sub-field, unless longer than 256
@@ -224,7 +317,8 @@ def gke_cloud_audit_log(event: dict[str, Any]) -> dict[str, Any] | None:
     """The Cloud Audit Log record GKE writes for a request: one per request (no stages, so
     None for the earlier stages of a request), verb and resource in the method name, the
     caller in authenticationInfo, the HTTP status as a gRPC code, annotations as labels.
-    tests/test_shapes.py checks these against the real GKE records in the corpus."""
+    tests/test_shapes.py checks these against the GKE records in the corpus (Panther's hand-written
+    test cases) and the method names GKE's own tooling and Elastic's GKE rules use."""
     if event.get("stage") in ("RequestReceived", "ResponseStarted"):
         return None
     user = event.get("user") or {}

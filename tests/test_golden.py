@@ -85,6 +85,19 @@ EXPECTED = {
         "annotations.authorization.k8s.io/decision "
         "| `kubernetes_serviceaccount_token_requested_filter`"
     ),
+    # The AWS integration's EKS data stream with the eks filter. Unlike Elastic's own rule on it,
+    # kube-system service accounts, denied attempts (403) and every closing stage still alert.
+    "elastic-eks-esql": (
+        "from logs-aws.eks_audit-* metadata _id, _index, _version "
+        '| where aws.eks.audit.verb=="create" '
+        'and aws.eks.audit.objectRef.resource=="serviceaccounts" '
+        'and aws.eks.audit.objectRef.subresource=="token" '
+        'and (aws.eks.audit.stage in ("ResponseComplete", "Panic") '
+        "or aws.eks.audit.stage is null) "
+        'and not (starts_with(aws.eks.audit.user.username, "system:node:") '
+        'or aws.eks.audit.user.username=="system:kube-controller-manager") '
+        'and not starts_with(aws.eks.audit.user.username, "eks:")'
+    ),
     "elastic-esql": (
         "from logs-kubernetes.audit_logs-* metadata _id, _index, _version "
         '| where kubernetes.audit.verb=="create" '

@@ -107,6 +107,18 @@ REFUSED: dict[tuple[str, str], tuple[str, str]] = {
             "pod_with_host_path_volume": "hostPath",
         }.items()
     },
+    # Elastic's AWS integration (EKS): sourceIPs a keyword, no request object indexed; EQL
+    # and ES|QL on its multi-valued groups as for the Kubernetes integration
+    **{
+        (target, stem): reason
+        for target in ("elastic-eks-lucene", "elastic-eks-eql", "elastic-eks-esql")
+        for stem, reason in {
+            "api_call_from_untrusted_network": ("sourceIPs", "not an `ip` field"),
+            "pod_with_host_path_volume": ("hostPath", "does not index"),
+        }.items()
+    },
+    ("elastic-eks-eql", "masters_member_with_service_account_token"): ("groups", "multi-valued"),
+    ("elastic-eks-esql", "masters_member_with_service_account_token"): ("groups", "multivalued"),
     # regular expressions: Splunk's backend moves them after the search; Sumo's unverified
     ("splunk", "exec_command_matching_shell_pattern"): ("requestURI", "`| regex`"),
     ("sumologic-cse", "exec_command_matching_shell_pattern"): ("requestURI", "unverified"),
