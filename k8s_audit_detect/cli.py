@@ -118,11 +118,11 @@ def convert_target(target: Target, collection: SigmaCollection) -> dict[str, str
             if isinstance(error, SigmaTransformationError) and message.startswith(unmapped):
                 fields = message.removeprefix(unmapped)
                 where = _brought_by(rule, set(fields.split(", ")))
-                by = "" if where == rule.source.path else "the filter uses "
+                whose = "rule" if where == rule.source.path else "filter"
                 raise UserError(
-                    f"{_rel(where)}: target {target.name}: field {fields}: {by}not a field of "
-                    "the Kubernetes audit Event (audit.k8s.io/v1) that this target knows; write "
-                    "the Event's own field names (objectRef.resource, user.username, "
+                    f"{_rel(where)}: target {target.name}: field {fields}: not a field of the "
+                    "Kubernetes audit Event (audit.k8s.io/v1) that this target knows; write the "
+                    f"Event's own field names in the {whose} (objectRef.resource, user.username, "
                     "annotations.<key>, ...; README: Bring your own Kubernetes rules)"
                 ) from error
             if not isinstance(error, SigmaTransformationError):

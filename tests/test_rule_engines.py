@@ -279,3 +279,12 @@ def test_loki_queries_of_every_rule_parse() -> None:
     queries = [converted("loki", stem) for stem in STEMS if ("loki", stem) not in REFUSED]
     assert queries and all(isinstance(query, str) for query in queries)
     assert parse([str(query) for query in queries]) == ["ok"] * len(queries)
+
+
+def test_splunk_tuning_macro_of_a_rule_without_name_is_its_file_name() -> None:
+    """SigmaHQ's rules (and these) have no `name`: the Splunk search ends in the macro the
+    Splunk app defines for the rule's file, not in `None_filter`."""
+    for stem in STEMS:
+        query = converted("splunk", stem)
+        if isinstance(query, str):
+            assert query.endswith(f"| `{stem}_filter`"), query
