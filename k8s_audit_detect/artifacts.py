@@ -1,22 +1,26 @@
 """Deployable artifacts built from a rule's own metadata and a target's converted query.
 
-Each builder takes the rules with their queries for one target and environment variant and
-returns {file path relative to the artifact's folder: content}. Nothing here repeats a
+Each builder takes the rules with their queries for one target and environment variant, and
+options (the artifact's own, plus "name": the artifact's name and "variant": the environments
+whose filters this variant adds, () for the rule alone and for a target tied to one platform),
+and returns {file path relative to the artifact's folder: content}. Nothing here repeats a
 rule's description, level or ATT&CK ids: they are read from the rule each time; only the
-ATT&CK names for the ids, which Sigma rules do not carry, come from ATTACK below.
+ATT&CK names for the ids, which Sigma rules do not carry, come from attack.json, generated
+from maintained packages by scripts/attack_names.py.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import unicodedata
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from k8s_audit_detect import UserError
-from k8s_audit_detect.paths import ROOT, TRIAGE_DIR
+from k8s_audit_detect import UserError, paths, rules
 
 if TYPE_CHECKING:
     from sigma.rule import SigmaRule
@@ -24,14 +28,7 @@ if TYPE_CHECKING:
 Converted = Sequence[tuple["SigmaRule", str]]
 Builder = Callable[[Converted, dict[str, Any]], dict[str, str]]
 
-# ATT&CK names for the ids the rules use (MITRE ATT&CK Enterprise). A rule with another id
-# fails to build its artifacts until the id is added here.
-TACTICS = {"credential-access": ("TA0006", "Credential Access")}
-TECHNIQUES = {
-    "T1528": "Steal Application Access Token",
-    "T1552": "Unsecured Credentials",
-    "T1552.007": "Container API",
-}
+ATTACK_NAMES = Path(__file__).resolve().parent / "attack.json"
 # Sigma level -> Elastic severity and risk score (Elastic's own convention), Splunk alert
 # severity (1 debug ... 6 fatal), Sentinel severity.
 LEVELS = {
@@ -45,29 +42,43 @@ SCHEDULE = {"interval_minutes": 5, "lookback_minutes": 6}
 
 
 def triage_guide(rule: SigmaRule) -> str:
-    path = TRIAGE_DIR / f"{Path(rule.source.path).stem}.md"
+    path = paths.TRIAGE_DIR / f"{Path(rule.source.path).stem}.md"
     if not path.is_file():
-        raise UserError(f"{path.relative_to(ROOT)} is missing: every rule needs a triage guide")
+        where = path.relative_to(paths.ROOT)
+        raise UserError(f"{where} is missing: every rule needs a triage guide")
     return path.read_text(encoding="utf-8")
 
 
+@functools.cache
+def attack_names() -> dict[str, Any]:
+    """MITRE ATT&CK Enterprise names: tactics by short name, techniques by id."""
+    return json.loads(ATTACK_NAMES.read_text(encoding="utf-8"))
+
+
+def technique_name(technique: str) -> str:
+    """A technique's name; its id where the generated names lack it (a newer technique
+    than the installed data: rerun scripts/attack_names.py after upgrading)."""
+    return attack_names()["techniques"].get(technique, technique)
+
+
 def attack(rule: SigmaRule) -> tuple[list[tuple[str, str]], list[str]]:
-    """The rule's ATT&CK tactics as (id, name) and technique ids, from its tags."""
+    """The rule's ATT&CK tactics as (id, name) and technique ids, from its tags. Group and
+    software tags (attack.g0001, attack.s0001) name neither."""
     tactics, techniques = [], []
     for tag in rule.tags:
-        if tag.namespace != "attack":
+        if tag.namespace != "attack" or re.fullmatch(r"[gsc]\d{4}", tag.name.lower()):
             continue
-        if tag.name.startswith("t") and tag.name[1:2].isdigit():
-            technique = tag.name.upper()
-            if technique not in TECHNIQUES:
-                raise UserError(
-                    f"ATT&CK technique {technique} has no name in k8s_audit_detect/artifacts.py"
-                )
-            techniques.append(technique)
-        elif tag.name in TACTICS:
-            tactics.append(TACTICS[tag.name])
-        else:
-            raise UserError(f"ATT&CK tactic {tag.name} has no id in k8s_audit_detect/artifacts.py")
+        if re.fullmatch(r"t\d{4}(\.\d{3})?", tag.name.lower()):
+            techniques.append(tag.name.upper())
+            continue
+        tactic = attack_names()["tactics"].get(tag.name.lower().replace("_", "-"))
+        if tactic is None:
+            where = rules.relative(rule.source, paths.ROOT)
+            raise UserError(
+                f"{where}: tag attack.{tag.name} is neither an ATT&CK technique id nor an "
+                f"Enterprise tactic ({', '.join(attack_names()['tactics'])}); fix the tag"
+            )
+        tactics.append((tactic["id"], tactic["name"]))
     return tactics, techniques
 
 
@@ -75,9 +86,11 @@ def level(rule: SigmaRule) -> tuple[str, int, int, str]:
     return LEVELS[rule.level.name.lower() if rule.level else "medium"]
 
 
-def artifact_id(rule: SigmaRule, name: str) -> str:
-    """A stable id per rule and artifact: UUIDv5 of the Sigma id and the artifact's name."""
-    return str(uuid.uuid5(rule.id, name))
+def artifact_id(rule: SigmaRule, name: str, variant: Sequence[str] = ()) -> str:
+    """A stable id per rule, artifact and variant: UUIDv5 of the Sigma id and the artifact's
+    name, plus "/<env>[+<env>...]" for an environment's variant (the rule alone, and a
+    platform-tied target, keep the id they always had: a deployed copy is updated in place)."""
+    return str(uuid.uuid5(rule.id, "/".join([name, "+".join(variant)]) if variant else name))
 
 
 def one_line(text: str) -> str:
@@ -106,7 +119,7 @@ def kibana_rules(converted: Converted, options: dict[str, Any]) -> dict[str, str
             for tactic_id, tactic_name in tactics
         ]
         document = {
-            "rule_id": artifact_id(rule, options["name"]),
+            "rule_id": artifact_id(rule, options["name"], options["variant"]),
             "name": rule.title,
             "description": one_line(rule.description or ""),
             "type": options["type"],
@@ -131,6 +144,13 @@ def kibana_rules(converted: Converted, options: dict[str, Any]) -> dict[str, str
             "threat": threat,
             "note": triage_guide(rule),
             "max_signals": 100,
+            # Not bumped on change: Kibana imports a custom rule whose rule_id exists by
+            # replacing it (overwrite) or refusing it (no overwrite); a version matters there
+            # only for Elastic's prebuilt rules (elastic/kibana x-pack/solutions/security/
+            # plugins/security_solution/docs/testing/test_plans/detection_response/
+            # prebuilt_rules/importing.md). Elastic's own bump-on-change needs a committed lock
+            # (elastic/detection-rules detection_rules/version_lock.py: +1 when the sha256 of
+            # the rule's contents changes), which a byte-stable generator does not keep.
             "version": 1,
         }
         if options.get("suppress_by"):
@@ -152,12 +172,12 @@ def _kibana_techniques(techniques: list[str]) -> list[dict[str, Any]]:
         out.append(
             {
                 "id": parent,
-                "name": TECHNIQUES[parent],
+                "name": technique_name(parent),
                 "reference": f"https://attack.mitre.org/techniques/{parent}/",
                 "subtechnique": [
                     {
                         "id": sub,
-                        "name": TECHNIQUES[sub],
+                        "name": technique_name(sub),
                         "reference": "https://attack.mitre.org/techniques/"
                         + sub.replace(".", "/")
                         + "/",
@@ -217,7 +237,7 @@ def splunk_app(converted: Converted, options: dict[str, Any]) -> dict[str, str]:
         )
         macros.append(
             _conf_stanza(
-                f"{rule.name}_filter",
+                f"{rule.name or Path(rule.source.path).stem}_filter",
                 {
                     "definition": "search *",
                     "description": f"Local tuning for '{rule.title}': update to exclude "
@@ -225,36 +245,80 @@ def splunk_app(converted: Converted, options: dict[str, Any]) -> dict[str, str]:
                 },
             )
         )
+    version = options["version"]
     app_conf = "\n".join(
         [
             _conf_stanza("install", {"is_configured": "0"}),
-            _conf_stanza(
-                "ui", {"is_visible": "false", "label": "Kubernetes token-request detections"}
-            ),
+            _conf_stanza("ui", {"is_visible": "false", "label": options["title"]}),
             _conf_stanza(
                 "launcher",
                 {
-                    "author": "k8s-token-detect contributors",
-                    "description": "Sigma detections for Kubernetes TokenRequest abuse",
-                    "version": "1.0.0",
+                    "author": options["author"],
+                    "description": options["description"],
+                    "version": version,
                 },
             ),
             _conf_stanza("package", {"id": app, "check_for_updates": "false"}),
+            # AppInspect (check_for_valid_package_id): the [id] name is required for
+            # installation on Splunk Cloud, and must equal [package] id and app.manifest's id.
+            _conf_stanza("id", {"name": app, "version": version}),
         ]
     )
     return {
+        f"{app}/app.manifest": _app_manifest(app, version, options),
         f"{app}/default/app.conf": app_conf,
         f"{app}/default/savedsearches.conf": "\n".join(searches),
         f"{app}/default/macros.conf": "\n".join(macros),
         f"{app}/metadata/default.meta": "\n".join(
-            _conf_stanza(kind, {"export": "system"}) for kind in ("savedsearches", "macros")
+            [
+                # The global stanza: everyone reads, only admins write (AppInspect's
+                # check_meta_default_write_access fails an app without it, or with write : [ * ]);
+                # the same access as Splunk's own content app (splunk/contentctl
+                # contentctl/templates/app_template/metadata/default.meta).
+                "## Application-level permissions\n"
+                + _conf_stanza("", {"access": "read : [ * ], write : [ admin, sc_admin ]"}),
+                *(_conf_stanza(kind, {"export": "system"}) for kind in ("savedsearches", "macros")),
+            ]
         ),
     }
 
 
+def _app_manifest(app: str, version: str, options: dict[str, Any]) -> str:
+    """app.manifest, schema 2.0.0, as Splunk's add-on generator writes it (splunk/
+    addonfactory-ucc-generator .../init_template/.../package/app.manifest): saved searches
+    and macros only, so the app belongs on search heads."""
+    manifest = {
+        "schemaVersion": "2.0.0",
+        "info": {
+            "title": options["title"],
+            "id": {"group": None, "name": app, "version": version},
+            "author": [{"name": options["author"], "email": None, "company": None}],
+            "releaseDate": None,
+            "description": options["description"],
+            "classification": {
+                "intendedAudience": "Security Professionals",
+                "categories": ["Security, Fraud & Compliance"],
+                "developmentStatus": "Production/Stable",
+            },
+            "commonInformationModels": None,
+            "license": {"name": "Apache License 2.0", "text": None, "uri": None},
+            "privacyPolicy": {"name": None, "text": None, "uri": None},
+            "releaseNotes": {"name": None, "text": None, "uri": None},
+        },
+        "dependencies": None,
+        "tasks": None,
+        "inputGroups": None,
+        "incompatibleApps": None,
+        "platformRequirements": None,
+        "supportedDeployments": ["_standalone", "_distributed", "_search_head_clustering"],
+        "targetWorkloads": ["_search_heads"],
+    }
+    return json.dumps(manifest, indent=4)
+
+
 def _source(rule: SigmaRule) -> str:
     path = Path(rule.source.path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+    return str(path.relative_to(paths.ROOT)) if path.is_relative_to(paths.ROOT) else str(path)
 
 
 def _conf_safe(text: str) -> bool:
@@ -274,7 +338,25 @@ def _conf_stanza(name: str, settings: dict[str, str]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Microsoft Sentinel: scheduled analytics rules, in the Azure-Sentinel content repository format
+# Microsoft Sentinel: scheduled analytics rules, as the Azure-Sentinel content repository's YAML
+# and as the ARM template the portal's Analytics > Import and the API take.
+#
+# File names carry the table: the Azure-Sentinel repository's validation finds each detection by
+# its file name alone and requires exactly one (.script/tests/detectionTemplateSchemaValidation/
+# DetectionTemplateSchemaValidationTests.cs: Directory.GetFiles(path, name, AllDirectories)
+# .Single()), so three tables' rules cannot share one name.
+
+# The ARM template: the shape the portal exports and imports (MicrosoftDocs/azure-docs
+# articles/sentinel/import-export-analytics-rules.md; a `workspace` parameter, the resource
+# Microsoft.OperationalInsights/workspaces/providers/alertRules named <workspace>/
+# Microsoft.SecurityInsights/<rule id>), with the latest stable API version and its
+# ScheduledAlertRuleProperties (Azure/azure-rest-api-specs specification/securityinsights/
+# resource-manager/Microsoft.SecurityInsights/stable/2025-09-01/AlertRules.json: required
+# displayName, enabled, severity, query, queryFrequency, queryPeriod, triggerOperator,
+# triggerThreshold, suppressionEnabled, suppressionDuration; `techniques` but no sub-techniques).
+ARM_SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#"
+ARM_ALERT_RULE = "Microsoft.OperationalInsights/workspaces/providers/alertRules"
+ARM_API_VERSION = "2025-09-01"
 
 
 def sentinel_rules(converted: Converted, options: dict[str, Any]) -> dict[str, str]:
@@ -284,8 +366,20 @@ def sentinel_rules(converted: Converted, options: dict[str, Any]) -> dict[str, s
     for rule, query in converted:
         _, _, _, severity = level(rule)
         tactics, techniques = attack(rule)
+        rule_id = artifact_id(rule, options["name"])
+        deployed = query + "\n" + options["entity_columns"]
+        entities = [
+            {
+                "entityType": "Account",
+                "fieldMappings": [{"identifier": "Name", "columnName": "AccountName"}],
+            },
+            {
+                "entityType": "IP",
+                "fieldMappings": [{"identifier": "Address", "columnName": "IPAddress"}],
+            },
+        ]
         document = {
-            "id": artifact_id(rule, options["name"]),
+            "id": rule_id,
             "name": rule.title,
             "description": one_line(rule.description or ""),
             "severity": severity,
@@ -298,25 +392,77 @@ def sentinel_rules(converted: Converted, options: dict[str, Any]) -> dict[str, s
             "triggerThreshold": 0,
             "tactics": [name.replace(" ", "") for _, name in tactics],
             "relevantTechniques": techniques,
-            "query": query + "\n" + options["entity_columns"] + "\n",
-            "entityMappings": [
-                {
-                    "entityType": "Account",
-                    "fieldMappings": [{"identifier": "Name", "columnName": "AccountName"}],
-                },
-                {
-                    "entityType": "IP",
-                    "fieldMappings": [{"identifier": "Address", "columnName": "IPAddress"}],
-                },
-            ],
+            "query": deployed + "\n",
+            "entityMappings": entities,
             "version": "1.0.0",
             "kind": "Scheduled",
         }
-        text = yaml.dump(
+        stem = f"{Path(rule.source.path).stem}_{options['table'].lower()}"
+        files[f"{stem}.yaml"] = yaml.dump(
             document, Dumper=_block_dumper(), sort_keys=False, width=10**6, allow_unicode=True
         )
-        files[f"{Path(rule.source.path).stem}.yaml"] = text
+        properties = {
+            "displayName": rule.title,
+            "description": one_line(rule.description or ""),
+            "severity": severity,
+            "enabled": False,  # like the Kibana rules and OpenSearch monitors: you enable it
+            "query": deployed,
+            "queryFrequency": f"PT{SCHEDULE['interval_minutes']}M",
+            "queryPeriod": f"PT{SCHEDULE['lookback_minutes']}M",
+            "triggerOperator": "GreaterThan",
+            "triggerThreshold": 0,
+            "suppressionDuration": "PT5H",
+            "suppressionEnabled": False,
+            "tactics": document["tactics"],
+            "techniques": sorted({t.split(".")[0] for t in techniques}),
+            "incidentConfiguration": {
+                "createIncident": True,
+                "groupingConfiguration": {
+                    "enabled": False,
+                    "reopenClosedIncident": False,
+                    "lookbackDuration": "PT5H",
+                    "matchingMethod": "AllEntities",
+                    "groupByEntities": [],
+                    "groupByAlertDetails": [],
+                    "groupByCustomDetails": [],
+                },
+            },
+            "eventGroupingSettings": {"aggregationKind": "SingleAlert"},
+            "entityMappings": entities,
+        }
+        template = {
+            "$schema": ARM_SCHEMA,
+            "contentVersion": "1.0.0.0",
+            "parameters": {"workspace": {"type": "String"}},
+            "resources": [
+                {
+                    "id": "[concat(resourceId('Microsoft.OperationalInsights/workspaces/"
+                    "providers', parameters('workspace'), 'Microsoft.SecurityInsights'),"
+                    f"'/alertRules/{rule_id}')]",
+                    "name": "[concat(parameters('workspace'),"
+                    f"'/Microsoft.SecurityInsights/{rule_id}')]",
+                    "type": ARM_ALERT_RULE,
+                    "kind": "Scheduled",
+                    "apiVersion": ARM_API_VERSION,
+                    "properties": arm_literals(properties),
+                }
+            ],
+        }
+        files[f"{stem}.json"] = json.dumps(template, indent=2, ensure_ascii=False)
     return files
+
+
+def arm_literals(value: Any) -> Any:
+    """Every string as a literal: ARM evaluates a string that starts with [ and ends with ] as
+    an expression unless it starts with [[ (MicrosoftDocs/azure-docs articles/
+    azure-resource-manager/templates/template-expressions.md, Escape characters)."""
+    if isinstance(value, str):
+        return "[" + value if value.startswith("[") and value.endswith("]") else value
+    if isinstance(value, list):
+        return [arm_literals(v) for v in value]
+    if isinstance(value, dict):
+        return {k: arm_literals(v) for k, v in value.items()}
+    return value
 
 
 def _block_dumper() -> type:
@@ -352,14 +498,15 @@ def rule_card(
         "",
         f"`{rule.id}` · level **{rule.level.name.lower() if rule.level else 'medium'}** · "
         f"status {rule.status.name.lower() if rule.status else 'experimental'} · "
-        f"[rule](../../sigma/rules/{stem}.yml) · [triage guide](../../triage/{stem}.md)",
+        f"[rule](../../{rules.relative(rule.source, paths.ROOT)}) · "
+        f"[triage guide](../../triage/{stem}.md)",
         "",
         one_line(rule.description or ""),
         "",
         "## ATT&CK",
         "",
         *(f"- {tid} {name}" for tid, name in tactics),
-        *(f"- {t} {TECHNIQUES[t]}" for t in techniques),
+        *(f"- {t} {technique_name(t)}" for t in techniques),
         "",
         "## Environments and their filters",
         "",

@@ -50,7 +50,8 @@ if TYPE_CHECKING:
     from sigma.rule import SigmaRule
 
 # Audit Event paths whose DuckDB type is not VARCHAR (kubernetes/apiserver
-# pkg/apis/audit/v1/types.go; authentication/v1 TokenRequest for requestObject.spec).
+# pkg/apis/audit/v1/types.go: the status code is an integer; sourceIPs, the groups and every
+# user.extra value are lists of strings; authentication/v1 TokenRequest for requestObject.spec).
 FIELD_TYPES: dict[str, str] = {
     "responseStatus.code": "BIGINT",
     "requestObject.spec.expirationSeconds": "BIGINT",
@@ -58,11 +59,32 @@ FIELD_TYPES: dict[str, str] = {
     "impersonatedUser.groups": "VARCHAR[]",
     "sourceIPs": "VARCHAR[]",
     "requestObject.spec.audiences": "VARCHAR[]",
+    # two members inside the pod spec's lists, for the short names below
+    "requestObject.spec.volumes.hostPath.path": "VARCHAR",
+    "requestObject.spec.containers.securityContext.capabilities.add": "VARCHAR[]",
 }
 # Maps whose keys hold dots and slashes: "annotations.authorization.k8s.io/decision" is the key
 # "authorization.k8s.io/decision" of "annotations"; user.extra maps keys to lists of strings.
 DOTTED_KEY_PARENTS = ("annotations", "user.extra", "impersonatedUser.extra")
 PARENT_TYPES = {"user.extra": "VARCHAR[]", "impersonatedUser.extra": "VARCHAR[]"}
+# Members that are lists of objects (the pod spec's), read as lists of structs.
+OBJECT_LISTS = frozenset({"requestObject.spec.volumes", "requestObject.spec.containers"})
+# SigmaHQ's short names (pySigma's ecs_kubernetes pipeline) as list columns of the view: the
+# path of every hostPath volume, every capability a container adds.
+SHORT_NAMES: dict[str, tuple[str, str]] = {
+    "hostPath": (
+        "requestObject.spec.volumes.hostPath.path",
+        'list_filter(list_transform("requestObject"."spec"."volumes", lambda _v: '
+        '_v."hostPath"."path"), lambda _p: _p IS NOT NULL)',
+    ),
+    "capabilities": (
+        "requestObject.spec.containers.securityContext.capabilities.add",
+        'flatten(list_transform("requestObject"."spec"."containers", lambda _c: '
+        'coalesce(_c."securityContext"."capabilities"."add", [])))',
+    ),
+}
+# SigmaHQ's short names the duckdb pipeline maps to an Event path (the column the query reads).
+ALIASES = {"apiGroup": "objectRef.apiGroup"}
 # Always carried into an alert, whatever the rule lists in `fields`.
 ALERT_FIELDS = ("auditID", "stage", "requestReceivedTimestamp")
 # What --format table shows, read whatever the rules use.
@@ -114,8 +136,8 @@ def rule_fields(rule: SigmaRule) -> list[str]:
         for item in detection.detection_items:
             if hasattr(item, "detection_items"):
                 walk(item)
-            elif item.field and item.field not in found:
-                found.append(item.field)
+            elif item.field and ALIASES.get(item.field, item.field) not in found:
+                found.append(ALIASES.get(item.field, item.field))
 
     for detection in rule.detection.detections.values():
         walk(detection)
@@ -141,6 +163,7 @@ def json_columns(fields: Iterable[str]) -> dict[str, str]:
     tree: dict[str, Any] = {}
     as_json: set[str] = set()
     for name in fields:
+        name = SHORT_NAMES[name][0] if name in SHORT_NAMES else name
         parts = path_parts(name)
         node = tree
         for part in parts[:-1]:
@@ -152,17 +175,23 @@ def json_columns(fields: Iterable[str]) -> dict[str, str]:
             if isinstance(node.setdefault(parts[-1], field_type(name)), dict):
                 as_json.add(parts[0])
 
-    def sql_type(node: Any) -> str:
+    def sql_type(node: Any, path: str) -> str:
         if isinstance(node, str):
             return node
-        members = ", ".join(f"{_ident(name)} {sql_type(child)}" for name, child in node.items())
-        return f"STRUCT({members})"
+        members = ", ".join(
+            f"{_ident(name)} {sql_type(child, f'{path}.{name}')}" for name, child in node.items()
+        )
+        return f"STRUCT({members})" + ("[]" if path in OBJECT_LISTS else "")
 
-    return {name: "JSON" if name in as_json else sql_type(node) for name, node in tree.items()}
+    return {
+        name: "JSON" if name in as_json else sql_type(node, name) for name, node in tree.items()
+    }
 
 
 def column_expression(field: str, columns: dict[str, str]) -> str:
     """How the view reads one audit path out of the JSON columns."""
+    if field in SHORT_NAMES:
+        return SHORT_NAMES[field][1]
     parts = path_parts(field)
     if columns.get(parts[0]) != "JSON":
         return ".".join(_ident(part) for part in parts)

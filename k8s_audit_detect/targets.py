@@ -8,13 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from k8s_audit_detect import artifacts, rules
-from k8s_audit_detect.paths import FILTERS_DIR
+from k8s_audit_detect import artifacts, paths, rules
 
 
 def environments() -> list[str]:
     """The environments that have filters: one folder each under sigma/filters/."""
-    return rules.environments(FILTERS_DIR)
+    return rules.environments(paths.FILTERS_DIR)
 
 
 @dataclass(frozen=True)
@@ -38,6 +37,12 @@ class Target:
     # platform's environment only; None: the rule as it is, and once per environment.
     environments: tuple[str, ...] | None = None
 
+    @property
+    def sigma_cli_pipeline(self) -> str:
+        """The name sigma-cli knows this target's whole pipeline chain by, once the package
+        is installed (k8s_audit_detect/plugin.py)."""
+        return "k8s_audit_" + self.name.replace("-", "_")
+
     def variants(self, requested: Sequence[str] = ()) -> list[tuple[str, ...]]:
         """The environment sets to convert for: the requested set if it fits this target,
         else the rule alone and each environment (or only this target's environments)."""
@@ -51,7 +56,8 @@ class Target:
 
 GKE_UNVERIFIED = (
     "whether GKE logs TokenRequest at all: Elastic ships a rule on its method name, Panther "
-    "states GKE does not log it, and no real GKE record of it is public"
+    "states GKE does not log it, and no real GKE record of it is public; the method names of "
+    "API groups outside k8s.io (no public example: the labels assumed reversed as for k8s.io's)"
 )
 SUMO_UNVERIFIED = (
     "whether = and in compare case-sensitively (Sumo documents it for like and matches only)"
@@ -92,6 +98,42 @@ TARGETS: tuple[Target, ...] = (
         verified_by="expected string only (no ES|QL engine here)",
         source="elastic/integrations packages/kubernetes/data_stream/audit_logs/ "
         "(fields/fields.yml, manifest.yml, elasticsearch/ingest_pipeline/default.yml)",
+    ),
+    Target(
+        name="elastic-eks-lucene",
+        backend="lucene",
+        pipelines=("elastic_aws_eks_audit.yml", "lucene_exact_values.yml"),
+        extension="lucene",
+        platform="Elastic (Kibana query, Lucene), EKS",
+        data_source="logs-aws.eks_audit-* (AWS integration 8.9.0+, EKS audit logs)",
+        verified_by="Apache Lucene QueryParser + MemoryIndex (Elasticsearch query_string rules)",
+        source="elastic/integrations packages/aws/data_stream/eks_audit/ (fields/fields.yml, "
+        "manifest.yml, elasticsearch/ingest_pipeline/audit.yml)",
+        environments=("eks",),
+    ),
+    Target(
+        name="elastic-eks-eql",
+        backend="eql",
+        pipelines=("elastic_aws_eks_audit.yml", "elastic_eql_case_sensitive.yml"),
+        extension="eql",
+        platform="Elastic Security (EQL), EKS",
+        data_source="logs-aws.eks_audit-* (AWS integration 8.9.0+, EKS audit logs)",
+        verified_by="Elastic eql engine (PythonEngine)",
+        source="elastic/integrations packages/aws/data_stream/eks_audit/ (fields/fields.yml, "
+        "manifest.yml, elasticsearch/ingest_pipeline/audit.yml)",
+        environments=("eks",),
+    ),
+    Target(
+        name="elastic-eks-esql",
+        backend="esql",
+        pipelines=("elastic_aws_eks_audit.yml", "elastic_esql_strings.yml"),
+        extension="esql",
+        platform="Elastic (ES|QL), EKS",
+        data_source="logs-aws.eks_audit-* (AWS integration 8.9.0+, EKS audit logs)",
+        verified_by="expected string only (no ES|QL engine here)",
+        source="elastic/integrations packages/aws/data_stream/eks_audit/ (fields/fields.yml, "
+        "manifest.yml, elasticsearch/ingest_pipeline/audit.yml)",
+        environments=("eks",),
     ),
     Target(
         name="elastic-gke-lucene",
@@ -339,6 +381,12 @@ ARTIFACTS: tuple[Artifact, ...] = (
         },
     ),
     Artifact(
+        "kibana-eks",
+        "elastic-eks-lucene",
+        artifacts.kibana_rules,
+        {"index": ("logs-aws.eks_audit-*",), **KIBANA_LUCENE},
+    ),
+    Artifact(
         "kibana-gke",
         "elastic-gke-lucene",
         artifacts.kibana_rules,
@@ -360,11 +408,27 @@ ARTIFACTS: tuple[Artifact, ...] = (
         artifacts.splunk_app,
         {
             "app": "k8s_token_detect",
+            "version": "1.0.0",
+            "title": "Kubernetes token-request detections",
+            "author": "k8s-token-detect contributors",
+            "description": "Sigma detections for Kubernetes TokenRequest abuse",
             "input_macro": "kube_audit",
+            # As Splunk's own content defines it (splunk/security_content macros/kube_audit.yml:
+            # source="kubernetes"; data_sources/kubernetes_audit.yml: source kubernetes,
+            # sourcetype _json, the raw Event). EKS through the Splunk Add-on for AWS: Splunk's
+            # content reads it as sourcetype="aws:cloudwatchlogs:eks" (macros/
+            # aws_cloudwatchlogs_eks.yml), the Event's fields at the top of the record and the
+            # log group in `source` (detections/cloud/amazon_eks_kubernetes_pod_scan_detection.yml
+            # searches user.username, verb, objectRef.resource and renames source as
+            # cluster_name). Unverified: whether the add-on sets that sourcetype itself or the
+            # input is configured with it (no add-on documentation of it found).
             "input_macro_conf": {
-                "definition": "index=main sourcetype=kube:apiserver-audit",
-                "description": "Where your Kubernetes audit events are: set the index and "
-                "sourcetype (EKS via the AWS add-on: sourcetype=aws:cloudwatchlogs:eks)",
+                "definition": 'source="kubernetes"',
+                "description": "Where your Kubernetes audit events are (Splunk's own default, "
+                "security_content macros/kube_audit.yml): set your index, source and sourcetype "
+                '(raw audit Events: sourcetype="_json"; EKS through the Splunk Add-on for AWS: '
+                'sourcetype="aws:cloudwatchlogs:eks", each CloudWatch record is one audit Event '
+                "with its fields at the top level)",
             },
         },
     ),

@@ -65,19 +65,57 @@ ELASTIC_KUBERNETES_AUDIT_KEYWORD = {
     "requestObject.spec.containers.securityContext.capabilities.add",
     "responseObject.roleRef.kind",
 }
-ELASTIC_KUBERNETES_AUDIT_LONG = {"responseStatus.code"}
+ELASTIC_KUBERNETES_AUDIT_KEYWORD |= {
+    # booleans (indexed as true/false) and keywords of the pod spec
+    *(f"requestObject.spec.{name}" for name in ("hostNetwork", "hostIPC", "hostPID")),
+    "requestObject.spec.securityContext.runAsNonRoot",
+    *(
+        f"requestObject.spec.containers.securityContext.{name}"
+        for name in ("privileged", "allowPrivilegeEscalation", "runAsNonRoot", "procMount")
+    ),
+    *(f"responseObject.spec.{name}" for name in ("hostNetwork", "hostIPC", "hostPID")),
+    "responseObject.spec.restartPolicy",
+    *(
+        f"responseObject.spec.containers.securityContext.{name}"
+        for name in ("privileged", "allowPrivilegeEscalation")
+    ),
+}
+ELASTIC_KUBERNETES_AUDIT_LONG = {
+    "responseStatus.code",
+    "requestObject.spec.securityContext.runAsUser",
+    "requestObject.spec.securityContext.runAsGroup",
+    "requestObject.spec.containers.securityContext.runAsUser",
+    "requestObject.spec.containers.securityContext.runAsGroup",
+    "responseObject.spec.containers.securityContext.runAsUser",
+}
+# `flattened` fields: the root and every key under it hold keywords.
+ELASTIC_KUBERNETES_AUDIT_FLATTENED = tuple(
+    f"{member}.spec.{name}"
+    for member in ("requestObject", "responseObject")
+    for name in ("volumes.hostPath", "containers.volumeMounts")
+)
+# ECS fields of type `ip` the integration's ingest pipeline fills from sourceIPs.
+ELASTIC_IP_FIELDS = {"source.ip", "client.ip"}
 
 
 def elastic_kubernetes_types(path: str) -> str:
     """The Elasticsearch type of a document path in the Kubernetes integration's data stream:
-    its fields.yml for kubernetes.audit.*, user.extra.* keyword (object_type keyword); the ECS
-    copies (event.*, user.*, user_agent.original, source.ip, client.ip) keyword-like (source.ip
-    is an `ip` field, which compares whole addresses like a keyword)."""
+    its fields.yml for kubernetes.audit.*, user.extra.* keyword (object_type keyword), the
+    flattened hostPath and volumeMounts keywords at every key; source.ip and client.ip `ip`
+    (addresses and CIDR ranges); the other ECS copies (event.*, user.*, user_agent.original)
+    keyword."""
     prefix = "kubernetes.audit."
+    if path in ELASTIC_IP_FIELDS:
+        return "ip"
     if not path.startswith(prefix):
         return "keyword"
     member = path.removeprefix(prefix)
     if member.startswith(("user.extra.", "impersonatedUser.extra.")):
+        return "keyword"
+    if member.startswith(ELASTIC_KUBERNETES_AUDIT_FLATTENED) and (
+        member in ELASTIC_KUBERNETES_AUDIT_FLATTENED
+        or member.startswith(tuple(f"{root}." for root in ELASTIC_KUBERNETES_AUDIT_FLATTENED))
+    ):
         return "keyword"
     if member in ELASTIC_KUBERNETES_AUDIT_TEXT:
         return "text"
@@ -90,6 +128,99 @@ def elastic_kubernetes_types(path: str) -> str:
 # longer value is kept in _source but not indexed there (OpenSearch documentation,
 # mappings/mapping-parameters/ignore-above).
 OPENSEARCH_KEYWORD_IGNORE_ABOVE = 256
+
+
+# Elastic's AWS integration, EKS audit data stream (packages/aws/data_stream/eks_audit/
+# fields/fields.yml; manifest.yml maps it `dynamic: false`): the aws.eks.audit paths it
+# declares, by type. Every other aws.eks.audit path is in _source only.
+ELASTIC_EKS_AUDIT_TEXT = {
+    "userAgent",
+    "responseStatus.message",
+    "annotations.authorization_k8s_io/reason",
+    "annotations.pod-security_kubernetes_io/audit-violations",
+}
+ELASTIC_EKS_AUDIT_KEYWORD = {
+    *("apiVersion", "kind", "level", "auditID", "stage", "requestURI", "verb", "sourceIPs"),
+    *(f"user.{name}" for name in ("groups", "username", "uid")),
+    *(f"impersonatedUser.{name}" for name in ("groups", "username", "uid")),
+    *(f"objectRef.{name}" for name in ("resource", "namespace", "name", "uid", "apiGroup")),
+    *(f"objectRef.{name}" for name in ("apiVersion", "resourceVersion", "subresource")),
+    *(f"responseStatus.{name}" for name in ("status", "reason")),
+    "annotations.authorization_k8s_io/decision",
+}
+ELASTIC_EKS_AUDIT_LONG = {"responseStatus.code", "responseStatus.retryAfterSeconds"}
+
+
+def elastic_aws_eks_types(path: str) -> str:
+    """The Elasticsearch type of a document path in the AWS integration's eks_audit data
+    stream: its fields.yml for aws.eks.audit.*, user.extra keyword; ECS fields keyword-like."""
+    prefix = "aws.eks.audit."
+    if not path.startswith(prefix):
+        return "keyword"
+    member = path.removeprefix(prefix)
+    if member.startswith(("user.extra.", "impersonatedUser.extra.")):
+        return "keyword"
+    if member in ELASTIC_EKS_AUDIT_TEXT:
+        return "text"
+    if member in ELASTIC_EKS_AUDIT_LONG:
+        return "long"
+    return "keyword" if member in ELASTIC_EKS_AUDIT_KEYWORD else "none"
+
+
+def _without_empty(value: Any) -> Any:
+    """The integration's last script: null and empty values dropped, recursively."""
+    if isinstance(value, dict):
+        kept = {k: _without_empty(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v not in (None, "", {}, [])}
+    if isinstance(value, list):
+        kept_items = [_without_empty(v) for v in value]
+        return [v for v in kept_items if v not in (None, "", {}, [])]
+    return value
+
+
+def elastic_aws_eks_audit(event: dict[str, Any]) -> dict[str, Any]:
+    """A document as Elastic's AWS integration indexes an EKS audit Event (logs-aws.eks_audit-*;
+    packages/aws/data_stream/eks_audit/elasticsearch/ingest_pipeline/audit.yml, sample_event.json):
+    the Event under aws.eks.audit with request/response object metadata dropped, annotation and
+    user.extra keys "." -> "_", objectRef.apiGroup "core" for the core group, and the ECS
+    copies: event.action (verb), event.id (auditID), event.outcome, user.name, user.id,
+    user.group.name, user_agent.original, source.ip, client.ip, orchestrator.*; empty values
+    dropped."""
+    audit = copy.deepcopy(event)
+    for member in ("requestObject", "responseObject"):
+        if isinstance(audit.get(member), dict):
+            audit[member].pop("metadata", None)
+    ref = audit.get("objectRef")
+    if isinstance(ref, dict) and ref.get("resource") and not ref.get("apiGroup"):
+        ref["apiGroup"] = "core"
+    if isinstance(audit.get("annotations"), dict):
+        audit["annotations"] = {k.replace(".", "_"): v for k, v in audit["annotations"].items()}
+    for identity in ("user", "impersonatedUser"):
+        extra = (audit.get(identity) or {}).get("extra")
+        if isinstance(extra, dict):
+            audit[identity]["extra"] = {k.replace(".", "_"): v for k, v in extra.items()}
+    doc: dict[str, Any] = {"event": {"kind": "event"}, "aws": {"eks": {"audit": audit}}}
+    decision = (audit.get("annotations") or {}).get("authorization_k8s_io/decision")
+    code = (audit.get("responseStatus") or {}).get("code")
+    if decision in ("allow", "forbid"):
+        doc["event"]["outcome"] = "success" if decision == "allow" else "failure"
+    if isinstance(code, int) and code > 0:
+        doc["event"]["outcome"] = "success" if code < 400 else "failure"
+    doc["event"]["action"] = audit.get("verb")
+    doc["event"]["id"] = audit.get("auditID")
+    user = audit.get("user") or {}
+    doc["user"] = {"name": user.get("username"), "id": user.get("uid")}
+    doc["user"]["group"] = {"name": user.get("groups")}
+    doc["user_agent"] = {"original": audit.get("userAgent")}
+    doc["source"] = {"ip": audit.get("sourceIPs")}
+    doc["client"] = {"ip": audit.get("sourceIPs")}
+    ref = audit.get("objectRef") or {}
+    doc["orchestrator"] = {
+        "type": "kubernetes",
+        "namespace": ref.get("namespace"),
+        "resource": {"type": ref.get("resource"), "name": ref.get("name")},
+    }
+    return _without_empty(doc)
 
 
 def opensearch_dynamic(event: dict[str, Any]) -> dict[str, Any]:
@@ -135,6 +266,7 @@ AKS_AUDIT_DYNAMICS = {
     "ResponseStatus": "responseStatus",
     "Annotations": "annotations",
     "RequestObject": "requestObject",
+    "ResponseObject": "responseObject",
 }
 
 
@@ -185,7 +317,8 @@ def gke_cloud_audit_log(event: dict[str, Any]) -> dict[str, Any] | None:
     """The Cloud Audit Log record GKE writes for a request: one per request (no stages, so
     None for the earlier stages of a request), verb and resource in the method name, the
     caller in authenticationInfo, the HTTP status as a gRPC code, annotations as labels.
-    tests/test_shapes.py checks these against the real GKE records in the corpus."""
+    tests/test_shapes.py checks these against the GKE records in the corpus (Panther's hand-written
+    test cases) and the method names GKE's own tooling and Elastic's GKE rules use."""
     if event.get("stage") in ("RequestReceived", "ResponseStarted"):
         return None
     user = event.get("user") or {}
@@ -243,8 +376,9 @@ def elastic_gcp_audit(record: dict[str, Any]) -> dict[str, Any]:
     """A Cloud Audit Log record as Elastic's GCP integration indexes it (logs-gcp.audit-*,
     packages/gcp/data_stream/audit): event.action = methodName, client.user.email and
     user.email = principalEmail, source.ip = callerIp, user_agent.original, service.name,
-    gcp.audit.resource_name and gcp.audit.status.code, event.outcome from the status, and
-    orchestrator.namespace / .resource.type / .resource.name parsed from the resource name."""
+    gcp.audit.resource_name and gcp.audit.status.code, event.outcome from the status, the
+    record's labels as gcp.audit.labels, and orchestrator.namespace / .resource.type /
+    .resource.name parsed from the resource name."""
     payload = record["protoPayload"]
     principal = payload.get("authenticationInfo", {}).get("principalEmail")
     metadata = payload.get("requestMetadata", {})
@@ -262,6 +396,8 @@ def elastic_gcp_audit(record: dict[str, Any]) -> dict[str, Any]:
         doc["user"] = {"email": principal}
     if metadata.get("callerIp"):
         doc["source"] = {"ip": metadata["callerIp"]}
+    if record.get("labels"):  # the ingest pipeline's gcp.audit.labels <- labels (flattened)
+        doc["gcp"]["audit"]["labels"] = dict(record["labels"])
     if metadata.get("callerSuppliedUserAgent"):
         doc["user_agent"] = {"original": metadata["callerSuppliedUserAgent"]}
     parsed = re.match(
@@ -324,3 +460,9 @@ def elastic_azure_platformlogs(record: dict[str, Any]) -> dict[str, Any]:
             }
         }
     }
+
+
+def elastic_gcp_types(path: str) -> str:
+    """The Elasticsearch type of a path in the GCP integration's audit data stream: source.ip
+    an `ip` field (ECS), gcp.audit.labels flattened (keywords), the rest keyword."""
+    return "ip" if path in ELASTIC_IP_FIELDS else "keyword"

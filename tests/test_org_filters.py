@@ -59,7 +59,9 @@ def event(name: str, user: str) -> dict:
 
 # EQL has no exact form for a literal * or ?: its pipeline refuses such a value (tested
 # below); its engines run the filter without those two users.
-NO_LITERAL_WILDCARDS = {"eql", "gke-eql"}
+NO_LITERAL_WILDCARDS = {
+    e for e, (target, _) in ENGINES.items() if TARGETS_BY_NAME[target].backend == "eql"
+}
 LITERAL_WILDCARD_USERS = {"nomatch_literal_star", "nomatch_literal_question_mark"}
 
 

@@ -404,7 +404,7 @@ def reference(rule: str, event: dict[str, Any]) -> bool:
 def many_rules(pairs, tmp_path_factory) -> list[tuple[Any, str]]:
     from sigma.collection import SigmaCollection
 
-    from convert import REPLAY_TARGET, convert_target, rule_stem, sigma_rules
+    from k8s_audit_detect.cli import REPLAY_TARGET, convert_target, rule_stem, sigma_rules
 
     folder = tmp_path_factory.mktemp("rules")
     for name, text in RULES.items():
