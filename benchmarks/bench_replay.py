@@ -1,14 +1,18 @@
-"""`convert.py replay` on a generated audit log, side by side with two references.
+"""`convert.py replay` on a generated audit log, side by side with a hand-written DuckDB query.
 
-    .venv/bin/python benchmarks/bench_replay.py [--events 1000000] [--dir bench-data]
+    .venv/bin/python benchmarks/bench_replay.py [--events 1000000] [--rounds 3] [--dir bench-data]
 
-(a) a plain Python loop: the standard json module, the same condition in Python;
-(b) DuckDB running a hand-written query with an explicit column list over the same file that
-does replay's job (each alert as a JSON line with the same triage fields); (b1), the same
-condition only counted, is shown beside it.
-Each runs in its own process; events/s from wall time, peak memory from ru_maxrss.
-Bounds (foundation issue): replay >= 4x (a), <= 1.5x the time of (b), and memory flat in the
-file size (compared on a file a quarter the size).
+Runs, each in its own process, interleaved over --rounds rounds (medians reported; wall time
+and peak memory from wait4's ru_maxrss):
+- replay: `convert.py replay FILE`, the repository's shipped rules (sigma/rules/);
+- replay, every rule: the same engine with every rule in the repository, sigma/rules/ and the
+  test rules under tests/rules/, in one pass (what `convert.py replay` does, with more rules);
+- each of those on a copy of the file with one malformed line in the middle;
+- (b) one hand-written DuckDB query with an explicit column list that does replay's job for
+  the shipped rule (each alert as a JSON line with its triage fields);
+- (b1) the same condition, only counted; and on request (--python-loop) (a) a Python loop.
+Bounds (issue 10): replay with every rule <= 1.3x the time of (b); with one malformed line
+<= 2x the clean run and the same peak memory (+-20%).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +44,7 @@ REQUESTS = [
     ("leases", None, "update"),
     ("serviceaccounts", None, "create"),
 ]
+MALFORMED = '{"kind": "Event", "verb": "create", "objectRef": {"resource": "serviceacc'
 
 
 def generate(path: Path, events: int) -> None:
@@ -101,6 +107,37 @@ def generate(path: Path, events: int) -> None:
             }
             out.write(json.dumps(event) + "\n")
 
+
+def with_one_malformed_line(source: Path, target: Path) -> None:
+    """A copy of source whose middle line is cut short."""
+    with source.open("rb") as lines:
+        total = sum(1 for _ in lines)
+    with source.open("rb") as lines, target.open("wb") as out:
+        for n, line in enumerate(lines):
+            out.write(MALFORMED.encode() + b"\n" if n == total // 2 else line)
+
+
+# Every rule in the repository through the replay engine, as `convert.py replay` runs them.
+EVERY_RULE = """
+import sys
+from pathlib import Path
+from sigma.collection import SigmaCollection
+from k8s_audit_detect import paths
+from k8s_audit_detect.cli import REPLAY_TARGET, convert_target, load_rules
+from k8s_audit_detect.replay import run_replay
+from k8s_audit_detect.rules import rule_stem, sigma_rules
+
+root = Path.cwd()
+paths.use(root)
+pairs = []
+shipped = load_rules([])
+test_rules = sorted((root / "tests" / "rules").glob("*.yml"))
+for collection in (shipped, *([SigmaCollection.load_ruleset(test_rules)] if test_rules else [])):
+    queries = convert_target(REPLAY_TARGET, collection)
+    pairs += [(rule, queries[rule_stem(rule)]) for rule in sigma_rules(collection)]
+print(len(pairs), "rules", file=sys.stderr)
+sys.exit(run_replay(sys.argv[1:], pairs, sys.stdout, sys.stderr))
+"""
 
 PYTHON_LOOP = """
 import json, sys
@@ -168,61 +205,104 @@ while batch := rows.fetchmany(2048):
 )
 
 
-def measure(command: list[str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS in MiB (of this child alone, from wait4), and its stdout."""
+def measure(command: list[str]) -> tuple[float, float, str, str]:
+    """Wall seconds, peak RSS in MiB (of this child alone, from wait4), stdout, stderr."""
     start = time.perf_counter()
-    with tempfile.TemporaryFile() as out:
-        child = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.DEVNULL)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        child = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=err)
         _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.perf_counter() - start
-        if child.returncode:
-            raise SystemExit(f"{command[:3]} failed with exit {child.returncode}")
+        code = os.waitstatus_to_exitcode(status)
         out.seek(0)
-        return seconds, usage.ru_maxrss / 1024, out.read().decode()
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+        if code not in (0, 1):
+            raise SystemExit(f"{command[:4]} failed with exit {code}: {stderr[-2000:]}")
+        return seconds, usage.ru_maxrss / 1024, stdout, stderr
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=ROOT / "bench-data")
+    parser.add_argument("--python-loop", action="store_true", help="also run (a), slow")
     args = parser.parse_args()
     args.dir.mkdir(exist_ok=True)
-    small, big = (
-        args.dir / f"audit-{args.events // 4}.jsonl",
-        args.dir / f"audit-{args.events}.jsonl",
-    )
-    for path, count in ((small, args.events // 4), (big, args.events)):
-        if not path.exists():
-            generate(path, count)
-    print(f"file: {big.stat().st_size / args.events:.0f} bytes/event, {args.events} events")
+    clean = args.dir / f"audit-{args.events}.jsonl"
+    broken = args.dir / f"audit-{args.events}-one-malformed.jsonl"
+    empty = args.dir / "empty.jsonl"
+    if not clean.exists():
+        generate(clean, args.events)
+    if not broken.exists():
+        with_one_malformed_line(clean, broken)
+    empty.write_text("")
+    print(f"file: {clean.stat().st_size / args.events:,.0f} bytes/event, {args.events:,} events")
 
     py = sys.executable
-    replay_small = measure([py, "convert.py", "replay", str(small)])
-    replay = measure([py, "convert.py", "replay", str(big)])
-    counted = measure([py, "-c", DUCKDB_COUNT, str(big)])
-    handwritten = measure([py, "-c", DUCKDB_ALERTS, str(big)])
-    loop = measure([py, "-c", PYTHON_LOOP, str(big)])
-    alerts = len(replay[2].splitlines())
-    counts = (alerts, int(counted[2]), len(handwritten[2].splitlines()), int(loop[2]))
-    assert len(set(counts)) == 1, counts
+    runs = {
+        "replay": [py, "convert.py", "replay", str(clean)],
+        "replay, every rule": [py, "-c", EVERY_RULE, str(clean)],
+        "replay, one malformed line": [py, "convert.py", "replay", str(broken)],
+        "replay, every rule, one malformed line": [py, "-c", EVERY_RULE, str(broken)],
+        "replay, empty file (start-up)": [py, "convert.py", "replay", str(empty)],
+        "(b) DuckDB, alert lines": [py, "-c", DUCKDB_ALERTS, str(clean)],
+        "(b1) DuckDB, count only": [py, "-c", DUCKDB_COUNT, str(clean)],
+    }
+    if args.python_loop:
+        runs["(a) Python json loop"] = [py, "-c", PYTHON_LOOP, str(clean)]
+    results: dict[str, list[tuple[float, float, str, str]]] = {name: [] for name in runs}
+    for _ in range(args.rounds):
+        for name, command in runs.items():
+            results[name].append(measure(command))
 
-    for name, (seconds, mib, _) in (
-        ("replay", replay),
-        ("(b) DuckDB, alert lines", handwritten),
-        ("(b1) DuckDB, count only", counted),
-        ("(a) Python json loop", loop),
-    ):
-        rate = args.events / seconds
-        print(f"{name:25} {seconds:7.2f} s  {rate:>10,.0f} events/s  {mib:7.0f} MiB")
-    print(f"alerts: {alerts} (all four agree)")
-    print(f"replay vs (a): {loop[0] / replay[0]:.1f}x faster (bound >= 4x)")
-    print(f"replay vs (b): {replay[0] / handwritten[0]:.2f}x the time (bound <= 1.5x)")
-    print(f"replay vs (b1): {replay[0] / counted[0]:.2f}x the time (count only, for reference)")
-    print(
-        f"replay peak memory: {replay_small[1]:.0f} MiB at {args.events // 4} events, "
-        f"{replay[1]:.0f} MiB at {args.events} (ratio {replay[1] / replay_small[1]:.2f})"
-    )
+    def seconds(name: str) -> float:
+        return statistics.median(r[0] for r in results[name])
+
+    def mib(name: str) -> float:
+        return max(r[1] for r in results[name])
+
+    for name in runs:
+        rate = args.events / seconds(name) if "empty" not in name else 0
+        shown = f"{rate:>10,.0f} events/s" if rate else " " * 19
+        print(f"{name:40} {seconds(name):7.2f} s  {shown}  {mib(name):7.0f} MiB")
+
+    replay_alerts = len(results["replay"][0][2].splitlines())
+    counts = {
+        "replay": replay_alerts,
+        "(b)": len(results["(b) DuckDB, alert lines"][0][2].splitlines()),
+        "(b1)": int(results["(b1) DuckDB, count only"][0][2]),
+    }
+    if args.python_loop:
+        counts["(a)"] = int(results["(a) Python json loop"][0][2])
+    assert len(set(counts.values())) == 1, counts
+    every = results["replay, every rule"][0]
+    rules_line = next(x for x in every[3].splitlines() if x.endswith(" rules"))
+    print(f"alerts of the shipped rule: {replay_alerts:,} (replay, (b), (b1) agree)")
+    print(f"every rule: {rules_line}, {len(every[2].splitlines()):,} alerts")
+    hand = seconds("(b) DuckDB, alert lines")
+    start = seconds("replay, empty file (start-up)")
+    for name in ("replay", "replay, every rule"):
+        print(
+            f"{name} vs (b): {seconds(name) / hand:.2f}x the time (bound <= 1.3x); "
+            f"without replay's start-up: {(seconds(name) - start) / hand:.2f}x"
+        )
+    for name in ("replay", "replay, every rule"):
+        bad = f"{name}, one malformed line"
+        print(
+            f"{bad} vs clean: {seconds(bad) / seconds(name):.2f}x the time (bound <= 2x), "
+            f"peak memory {mib(bad) / mib(name):.2f}x (bound 0.8-1.2x)"
+        )
+    print(f"replay vs (b1): {seconds('replay') / seconds('(b1) DuckDB, count only'):.2f}x")
+    if args.python_loop:
+        print(f"replay vs (a): {seconds('(a) Python json loop') / seconds('replay'):.1f}x faster")
+    spread = [
+        r[0] / h[0]
+        for r, h in zip(
+            results["replay, every rule"], results["(b) DuckDB, alert lines"], strict=True
+        )
+    ]
+    print(f"every rule vs (b), round by round: {', '.join(f'{x:.2f}x' for x in spread)}")
 
 
 if __name__ == "__main__":

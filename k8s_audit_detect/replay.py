@@ -423,9 +423,15 @@ class LineCursor:
         self.end = len(data) if data is not None else 0  # bytes of buffer that hold input
         self._eof = data is not None
         self.pos = 0  # where the next line starts in buffer
-        self.line = line  # lines passed
+        self.first = line  # lines before this input
         self.rec = 0  # records passed
+        self.blanks = 0  # blank lines passed
         self._span = (0, 0)  # where the last record's line is in buffer
+
+    @property
+    def line(self) -> int:
+        """Lines passed (the last one's number)."""
+        return self.first + self.rec + self.blanks
 
     @property
     def last(self) -> bytes:
@@ -434,31 +440,34 @@ class LineCursor:
 
     def advance(self, rec: int) -> int:
         """Pass lines up to record `rec` (no further than the input goes); its line number."""
-        buffer, pos, stop, line, count = self.buffer, self.pos, self.end, self.line, self.rec
+        buffer, pos, stop, count = self.buffer, self.pos, self.end, self.rec
+        find = buffer.find
         start = end = pos
         while count < rec:
-            end = buffer.find(b"\n", pos, stop)
+            end = find(b"\n", pos, stop)
             if end < 0:
                 self.pos = pos
                 more = self._refill()
                 buffer, pos, stop = self.buffer, self.pos, self.end
+                find = buffer.find
                 if more:
                     continue
                 if pos >= stop:
                     break
                 end = stop  # the last line, without a newline
-            line += 1
             start = pos
             pos = end + 1
-            if buffer[start] == 123 and start < end:  # "{": the usual line
+            if buffer[start] == 123:  # "{": the usual line
                 count += 1
                 continue
-            if line == 1 and buffer.startswith(BOM, start, end):  # DuckDB skips a leading BOM
-                start += 3
-            if buffer[start:end].strip(WHITESPACE):  # a blank line is not a record
+            if self.first == 0 and count + self.blanks == 0 and buffer.startswith(BOM, start):
+                start += 3  # DuckDB skips a byte-order mark before the first line
+            if buffer[start:end].strip(WHITESPACE):
                 count += 1
-        self.pos, self.line, self.rec, self._span = pos, line, count, (start, end)
-        return line
+            else:
+                self.blanks += 1  # DuckDB skips a blank line: not a record
+        self.pos, self.rec, self._span = min(pos, stop), count, (start, end)
+        return self.line
 
     def _refill(self) -> bool:
         """More input after the partial line at pos; False at the end of the input. A partial
