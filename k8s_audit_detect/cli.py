@@ -614,18 +614,19 @@ def build_parser(prog: str = "convert.py") -> argparse.ArgumentParser:
         "package installed: its pipeline chain by name, the filters, the rules folder)",
     )
     sub = parser.add_subparsers(dest="command", title="commands", metavar="replay")
-    add_replay_parser(sub)
+    add_replay_parser(sub, prog)
     return parser
 
 
 # --- replay: its options mean the same before and after the word `replay` --------------------
 
 
-def add_replay_parser(sub: argparse._SubParsersAction) -> None:
+def add_replay_parser(sub: argparse._SubParsersAction, prog: str) -> None:
     from k8s_audit_detect import replay as engine
 
     replay = sub.add_parser(
         "replay",
+        prog=f"{prog} replay",
         help="run the rules over Kubernetes audit logs",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run every rule over Kubernetes audit logs (audit.k8s.io/v1 events) in one "

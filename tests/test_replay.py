@@ -4,6 +4,7 @@ with a plain Python reference of the labelled events."""
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import json
@@ -14,7 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 from cases import EVENTS
@@ -68,6 +69,21 @@ def replay_cli(
 
 def alerts_of(stdout: bytes) -> list[dict[str, Any]]:
     return [json.loads(x) for x in stdout.decode().split("\n") if x]
+
+
+def write_end(fifo: Path, timeout: float = 60.0) -> BinaryIO:
+    """The write end of a named pipe once a reader has opened it; an assertion error, not a
+    wait forever, if none does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as error:
+            assert error.errno == errno.ENXIO and time.monotonic() < deadline, "nobody read it"
+            time.sleep(0.05)
+            continue
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "wb")
 
 
 def no_traceback(stderr: str | bytes) -> None:
@@ -196,14 +212,14 @@ def test_a_named_pipe(tmp_path: Path, pairs) -> None:
     os.mkfifo(fifo)
 
     def write() -> None:
-        with open(fifo, "wb") as pipe:
+        with write_end(fifo) as pipe:
             for event, _ in events:
                 pipe.write(line(event) + b"\n")
 
-    writer = threading.Thread(target=write)
+    writer = threading.Thread(target=write, daemon=True)
     writer.start()
     code, alerts, err = replay_in_process([str(fifo)], pairs)
-    writer.join()
+    writer.join(timeout=60)
     expected = [(e["auditID"], n) for n, (e, a) in enumerate(events, 1) if a]
     assert [(a["auditID"], a["line"]) for a in alerts] == expected
     assert code == 0, err
@@ -579,7 +595,7 @@ def test_a_signal_flushes_the_alerts_so_far(tmp_path: Path, signum: int) -> None
         stderr=subprocess.PIPE,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    with open(fifo, "wb") as pipe:  # returns once replay has opened it: first.log is done
+    with write_end(fifo) as pipe:  # once replay has opened it: first.log is done
         pipe.write(line(events[0])[:20])  # and replay waits for the rest of a line
         pipe.flush()
         time.sleep(0.5)
@@ -607,7 +623,7 @@ def test_a_progress_line_on_a_terminal(tmp_path: Path) -> None:
         stderr=terminal,
     )
     os.close(terminal)
-    with open(fifo, "wb") as pipe:
+    with write_end(fifo) as pipe:
         for n in range(30):
             pipe.write(line(labelled(n)[0]) + b"\n")
             pipe.flush()
