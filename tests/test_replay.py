@@ -642,7 +642,8 @@ def test_a_progress_line_on_a_terminal(tmp_path: Path) -> None:
 # --- lines and records, against a reference ---------------------------------------------------
 
 KINDS = st.sampled_from(
-    ["event"] * 6 + ["batch", "blank", "spaces", "malformed", "invalid", "string", "empty"]
+    ["event"] * 6
+    + ["batch", "stages", "no id", "blank", "spaces", "malformed", "invalid", "string", "empty"]
 )
 
 
@@ -655,11 +656,23 @@ def logs(draw) -> tuple[bytes, list[tuple[str, int, int | None]], list[int], int
     bom = draw(st.booleans())
     final_newline = draw(st.booleans())
     lines, alerts, bad, events, n = [], [], [], 0, 0
-    for number, kind in enumerate(kinds, start=1):
+    for kind in kinds:
+        number = len(lines) + 1  # the line this kind starts on
         if kind == "event":
             event, alerting = labelled(n := n + 1)
             lines.append(line(event))
             alerts += [(event["auditID"], number, None)] if alerting else []
+            events += 1
+        elif kind == "stages":  # two stages of one request, the same audit ID: the last alerts
+            event, alerting = labelled(n := n + 1)
+            lines += [line(dict(event, stage="RequestReceived")), line(event)]
+            alerts += [(event["auditID"], number + 1, None)] if alerting else []
+            events += 2
+        elif kind == "no id":  # an event without an audit ID
+            event, alerting = labelled(n := n + 1)
+            del event["auditID"]
+            lines.append(line(event))
+            alerts += [(None, number, None)] if alerting else []
             events += 1
         elif kind == "batch":
             items = [labelled(n := n + 1) for _ in range(draw(st.integers(0, 3)))]
@@ -669,11 +682,8 @@ def logs(draw) -> tuple[bytes, list[tuple[str, int, int | None]], list[int], int
         elif kind in ("blank", "spaces"):
             lines.append(b"" if kind == "blank" else b" \t\x0b\x0c ")
         else:
-            lines.append(
-                {"malformed": b'{"verb": ', "invalid": b'{"v": "\xfe"}', "string": b'"s"'}.get(
-                    kind, b"{}"
-                )
-            )
+            bad_lines = {"malformed": b'{"verb": ', "invalid": b'{"v": "\xfe"}', "string": b'"s"'}
+            lines.append(bad_lines.get(kind, b"{}"))
             bad.append(number)
     data = (b"\r\n" if crlf else b"\n").join(lines) + (b"\n" if final_newline else b"")
     return (replay.BOM if bom else b"") + data, alerts, bad, events
@@ -708,3 +718,23 @@ def test_lines_and_items_match_a_reference(tmp_path: Path, pairs, monkeypatch, h
     assert reported == bad
     assert f"{events:,} events read, {len(bad)} line" in err.splitlines()[-1]
     assert code == (replay.EXIT_SKIPPED if bad else replay.EXIT_OK)
+
+
+def test_each_alert_is_at_its_own_line(tmp_path: Path, pairs) -> None:
+    """The request's earlier stage (same audit ID), its ID quoted in another field, duplicate
+    lines, an event without an ID: each alert carries its own line."""
+    attack = alerting_events(40)[0]
+    quiet = [e for e, alerts in (labelled(n) for n in range(40)) if not alerts]
+    quoting = dict(quiet[0], userAgent=attack["auditID"])  # its ID, but not as auditID
+    received = dict(attack, stage="RequestReceived")  # the same request, a stage that is quiet
+    lines = [quoting, received, attack, attack, quiet[1]]
+    log = tmp_path / "audit.log"
+    log.write_text("".join(json.dumps(e) + "\n" for e in lines))
+    code, alerts, err = replay_in_process([str(log)], pairs)
+    assert [(a["auditID"], a["line"]) for a in alerts] == [(attack["auditID"], n) for n in (3, 4)]
+    anonymous = dict(attack)
+    del anonymous["auditID"]
+    log.write_text("".join(json.dumps(e) + "\n" for e in [attack, anonymous, attack]))
+    code, alerts, err = replay_in_process([str(log)], pairs)
+    assert [a["line"] for a in alerts] == [1, 2, 3]
+    assert code == 0, err
