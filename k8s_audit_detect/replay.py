@@ -7,9 +7,9 @@ path any rule uses (named by the path). Each input is read once, whatever the nu
 rules, by DuckDB's JSON reader with an explicit column list.
 
 How an input is read:
-- A plain file of one JSON value per line: DuckDB reads it itself, in parallel, with
-  `ignore_errors`: a line it cannot read (invalid UTF-8, malformed JSON, not an object) comes
-  out as a row of NULLs and costs only itself. Record numbers (WITH ORDINALITY) become line
+- A plain file of one JSON value per line: DuckDB reads it itself with `ignore_errors`: a
+  line it cannot read (invalid UTF-8, malformed JSON, not an object) comes out as a row of
+  NULLs and costs only itself. Record numbers (WITH ORDINALITY, on one thread) become line
   numbers through a cursor that walks the file's lines only as far as the rows that need one
   (DuckDB skips blank lines); the cursor also shows what is wrong with a bad line. A line
   over DuckDB's object size limit stops its reader: the file is then read again as a stream,
