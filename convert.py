@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from k8s_audit_detect import UserError, artifacts, rules
+from k8s_audit_detect import UserError, artifacts, correlations, rules
 from k8s_audit_detect.rules import rule_stem, sigma_rules
 
 if TYPE_CHECKING:  # pySigma is imported where it is used: --help and --list stay instant
     from sigma.collection import SigmaCollection
     from sigma.conversion.base import Backend
+    from sigma.correlations import SigmaCorrelationRule
     from sigma.processing.pipeline import ProcessingPipeline
     from sigma.rule import SigmaRule
     from sigma.types import SigmaString
@@ -65,27 +66,32 @@ def _rel(path: object) -> str:
     return rules.relative(path, ROOT)
 
 
-def convert_target(target: Target, collection: SigmaCollection) -> dict[str, str]:
-    """Convert every rule for one target: {rule file stem: query}."""
+def convert_target(
+    target: Target, collection: SigmaCollection, with_correlations: bool = True
+) -> dict[str, str]:
+    """Convert every rule for one target: {rule file stem: query}; the correlation rules too
+    unless with_correlations is False."""
+    plain = [rule for rule in sigma_rules(collection) if rule._output]  # not a base rule
+    queries = {rule_stem(rule): query for rule, query in convert_plain(target, plain)}
+    return queries | (convert_correlations(target, collection) if with_correlations else {})
+
+
+def convert_plain(target: Target, selected: Sequence[SigmaRule]) -> list[tuple[SigmaRule, str]]:
+    """Each plain rule's query for the target (a correlation's base rules included when
+    given: replay reads the events they match once, for all correlations)."""
     from sigma.exceptions import SigmaError, SigmaTransformationError
-    from sigma.processing.pipeline import ProcessingPipeline
 
     backend_class = _backend_class(target.backend)  # imports plugins' YAML transformation types
-    pipeline = ProcessingPipeline()
-    for name in target.pipelines:
-        try:  # a fresh pipeline each time (conversion keeps state in it), parsed YAML once
-            pipeline += ProcessingPipeline.from_dict(copy.deepcopy(_pipeline_yaml(name)))
-        except (SigmaError, ValueError) as error:
-            path = _rel(PIPELINES_DIR / name)
-            raise UserError(f"{path}: {error}; fix the pipeline YAML") from error
+    pipeline = _pipeline(target)
     pipelines = " + ".join(f"pipelines/{name}" for name in target.pipelines)
     with _libyaml():
         backend = backend_class(processing_pipeline=pipeline, **dict(target.backend_options))
-    queries: dict[str, str] = {}
-    for rule in sigma_rules(collection):
+    queries: list[tuple[SigmaRule, str]] = []
+    for rule in selected:
         try:
-            # pySigma's pipelines change the rule they process: convert a copy
-            converted = backend.convert_rule(copy.deepcopy(rule))
+            # pySigma's pipelines change the rule they process (and a base rule's output is
+            # switched off): convert a copy, as a rule of its own
+            converted = backend.convert_rule(_standalone(rule))
             output = backend.finalize(converted, backend.default_format)
         except SigmaError as error:
             refused = refused_value(pipeline, rule)
@@ -110,7 +116,72 @@ def convert_target(target: Target, collection: SigmaCollection) -> dict[str, str
                 f"cannot convert it ({type(error).__name__}: {_one_line(error)}); remove what "
                 "it names from the rule or filter (a modifier such as |cased or |exists)"
             ) from error
-        queries[rule_stem(rule)] = _as_text(output)
+        queries.append((rule, _as_text(output)))
+    return queries
+
+
+def _standalone(rule: SigmaRule) -> SigmaRule:
+    """A copy of the rule that converts as a rule of its own: no correlation references it."""
+    copied = copy.deepcopy(rule)
+    copied._backreferences = []
+    copied._output = True
+    return copied
+
+
+def _pipeline(target: Target) -> ProcessingPipeline:
+    """The target's pipelines composed, fresh (conversion keeps state in a pipeline), each
+    file's YAML parsed once per run."""
+    from sigma.exceptions import SigmaError
+    from sigma.processing.pipeline import ProcessingPipeline
+
+    pipeline = ProcessingPipeline()
+    for name in target.pipelines:
+        try:
+            pipeline += ProcessingPipeline.from_dict(copy.deepcopy(_pipeline_yaml(name)))
+        except (SigmaError, ValueError) as error:
+            path = _rel(PIPELINES_DIR / name)
+            raise UserError(f"{path}: {error}; fix the pipeline YAML") from error
+    return pipeline
+
+
+def convert_correlations(target: Target, collection: SigmaCollection) -> dict[str, str]:
+    """Convert every correlation rule the target can express: {rule file stem: query}. One
+    it cannot (targets.py says why) is left out; any other failure is an error."""
+    from sigma.exceptions import SigmaError
+
+    found = correlations.correlation_rules(collection)
+    limits = dict(target.correlation_limits)
+    todo = [rule for rule in found if correlations.limit(limits, rule) is None]
+    if not todo:
+        return {}
+    backend_class = _backend_class(target.correlation_backend or target.backend)
+    pipelines = " + ".join(f"pipelines/{name}" for name in target.pipelines)
+    queries: dict[str, str] = {}
+    for rule in todo:
+        where = f"{_rel(rule.source.path)}: target {target.name}"
+        with _libyaml():  # a fresh backend and pipeline per correlation: both keep state
+            backend = backend_class(
+                processing_pipeline=_pipeline(target), **dict(target.backend_options)
+            )
+        try:
+            query, unmapped = correlations.convert(backend, rule)
+        except SigmaError as error:
+            raise UserError(
+                f"{where} (pipeline {pipelines}): {_one_line(ValueError.__str__(error))}"
+            ) from error
+        except Exception as error:  # the backend's own refusal of a correlation feature
+            raise UserError(
+                f"{where}: the {backend_class.identifier} backend cannot convert correlation "
+                f"'{rule.name}' ({type(error).__name__}: {_one_line(error)}); list what it "
+                "lacks in the target's correlation_limits (k8s_audit_detect/targets.py)"
+            ) from error
+        if unmapped:
+            raise UserError(
+                f"{where} (pipeline {pipelines}): correlation '{rule.name}' groups, joins or "
+                f"counts by {', '.join(unmapped)}, which the pipeline does not map (pySigma's "
+                "strict mapping skips correlation rules); map the field in the pipeline"
+            )
+        queries[rule_stem(rule)] = query
     return queries
 
 
@@ -196,14 +267,13 @@ def _installed_backends() -> dict[str, type[Backend]]:
     from sigma.plugins import InstalledSigmaPlugins
 
     from k8s_audit_detect.cloudwatch import CloudWatchLogsInsightsBackend
+    from k8s_audit_detect.correlation_backends import CORRELATION_BACKENDS
 
     # Importing a backend imports its own pipelines module, which registers the YAML
     # transformation types it brings (Loki's set_custom_attribute): backends only are enough.
     plugins = InstalledSigmaPlugins.autodiscover(include_pipelines=False, include_validators=False)
-    return {
-        **plugins.backends,
-        CloudWatchLogsInsightsBackend.identifier: CloudWatchLogsInsightsBackend,
-    }
+    own = [CloudWatchLogsInsightsBackend, *CORRELATION_BACKENDS]
+    return {**plugins.backends, **{backend.identifier: backend for backend in own}}
 
 
 def _backend_class(identifier: str) -> type[Backend]:
@@ -234,7 +304,9 @@ def render(targets: Iterable[Target], envs: Sequence[str] = ()) -> dict[Path, st
             folder = QUERIES_DIR / target.name / "+".join(variant)
             queries = convert_target(target, collections[variant])
             converted[target.name, variant] = [
-                (rule, queries[rule_stem(rule)]) for rule in sigma_rules(collections[variant])
+                (rule, queries[rule_stem(rule)])
+                for rule in output_rules(collections[variant])
+                if rule_stem(rule) in queries
             ]
             for stem, query in queries.items():
                 files[folder / f"{stem}.{target.extension}"] = query + "\n"
@@ -261,7 +333,8 @@ def rule_cards(
     envs = []
     for env in environments():
         paths = sorted((FILTERS_DIR / env).rglob("*.yml"))
-        titles = [(rules.parse(p, ROOT).filters[0].title, _rel(p)) for p in paths]
+        parsed = [(rules.parse(p, ROOT).filters[0], _rel(p)) for p in paths]
+        titles = [(f.title, path, _filter_refs(f)) for f, path in parsed]
         envs.append((env, titles))
     corpus = ROOT / "tests" / "data" / "corpus" / "public_audit_events.jsonl"
     public = len(corpus.read_text(encoding="utf-8").splitlines()) if corpus.is_file() else 0
@@ -272,22 +345,50 @@ def rule_cards(
         "the shape its platform stores them, and matched exactly the events labelled to "
         "alert; under each environment's filters, that platform's own token minters are quiet."
     )
+    sequence_evidence = (
+        "Every query run by an engine was run over the event sequences written for the "
+        "correlation rules (tests/sequences/; tests/test_correlations.py), each in the shape "
+        "its platform stores them, and alerted exactly once for each group a sequence is "
+        "labelled with, and for nothing else: pods using their own tokens for hours stay "
+        "quiet; under an environment's filters, that platform's own token minters are quiet."
+    )
     cards: dict[Path, str] = {}
     first = {t.name: t.variants()[0] for t in TARGETS}
-    by_rule: dict[str, tuple[SigmaRule, list[tuple[str, ...]]]] = {}
+    by_rule: dict[str, tuple[Any, list[tuple[str, ...]]]] = {}
     for target in TARGETS:
         for rule, query in converted.get((target.name, first[target.name]), []):
-            row = (target.name, target.platform, target.verified_by, target.unverified, query)
+            correlation = artifacts.is_correlation(rule)
+            checked = target.correlation_verified_by if correlation else target.verified_by
+            row = (target.name, target.platform, checked, target.unverified, query)
             by_rule.setdefault(rule_stem(rule), (rule, []))[1].append(row)
     for stem, (rule, rows) in by_rule.items():
+        missing: list[tuple[str, str]] = []
+        if artifacts.is_correlation(rule):
+            for target in TARGETS:
+                why = correlations.limit(dict(target.correlation_limits), rule)
+                if why is not None:
+                    missing.append((target.name, why))
         cards[QUERIES_DIR / "cards" / f"{stem}.md"] = artifacts.rule_card(
-            rule, rows, envs, evidence
+            rule, rows, envs, sequence_evidence if missing else evidence, missing
         )
     return cards
 
 
+def _filter_refs(item: Any) -> tuple[str, ...]:
+    """The rule ids and names a filter names."""
+    refs = item.filter.rules
+    return ("any",) if isinstance(refs, str) else tuple(str(r.reference) for r in refs)
+
+
+def output_rules(collection: SigmaCollection) -> list[SigmaRule | SigmaCorrelationRule]:
+    """The rules that have queries of their own: the plain rules, but not a correlation's base
+    rules (generate: false), and the correlation rules."""
+    outputs: list[SigmaRule | SigmaCorrelationRule] = [r for r in sigma_rules(collection)]
+    return [r for r in outputs if r._output] + correlations.correlation_rules(collection)
+
+
 def _check_unique_stems(collection: SigmaCollection) -> None:
-    stems = [rule_stem(rule) for rule in sigma_rules(collection)]
+    stems = [rule_stem(rule) for rule in output_rules(collection)]
     twice = sorted({stem for stem in stems if stems.count(stem) > 1})
     if twice:
         raise UserError(f"two rules share the file name {', '.join(twice)}; rename one")
@@ -457,9 +558,24 @@ def list_targets() -> str:
             ("mapping source", t.source),
             *([("UNVERIFIED", t.unverified)] if t.unverified else []),
             ("verified by", t.verified_by),
+            *correlation_lines(t),
         ]
-        blocks.append("\n".join([t.name, *(f"  {key + ':':<16}{value}" for key, value in rows)]))
+        blocks.append("\n".join([t.name, *(f"  {key + ':':<21}{value}" for key, value in rows)]))
     return "\n\n".join(blocks)
+
+
+def correlation_lines(target: Target) -> list[tuple[str, str]]:
+    """--list's lines on Sigma correlation rules: what the target expresses, and why not the
+    rest."""
+    support = target.correlation_support()
+    can = [feature for feature, why in support.items() if not why]
+    if not can:
+        return [("correlations", f"none: {next(iter(support.values()))}")]
+    lines = [
+        ("correlations", ", ".join(can)),
+        ("correlations tested", target.correlation_verified_by),
+    ]
+    return lines + [(f"no {feature}", why) for feature, why in support.items() if why]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -473,8 +589,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             collection = load_rules(args.env)
             queries = convert_target(REPLAY_TARGET, collection)
-            pairs = [(rule, queries[rule_stem(rule)]) for rule in sigma_rules(collection)]
-            return run_replay(args.files, pairs, sys.stdout, sys.stderr)
+            plain = [rule for rule in sigma_rules(collection) if rule._output]
+            found = correlations.correlation_rules(collection)
+            bases = {id(b): b for rule in found for b in correlations.base_rules(rule)}
+            return run_replay(
+                args.files,
+                [(rule, queries[rule_stem(rule)]) for rule in plain],
+                sys.stdout,
+                sys.stderr,
+                correlations=[(rule, queries[rule_stem(rule)]) for rule in found],
+                base_queries=[q for _, q in convert_plain(REPLAY_TARGET, list(bases.values()))],
+            )
         if args.list:
             print(list_targets())
             return 0

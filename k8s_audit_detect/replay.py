@@ -10,13 +10,14 @@ and skipped, and the file read again with errors ignored.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from k8s_audit_detect import UserError
 
 if TYPE_CHECKING:
+    from sigma.correlations import SigmaCorrelationRule
     from sigma.rule import SigmaRule
 
 # Audit Event paths whose DuckDB type is not VARCHAR.
@@ -28,10 +29,11 @@ FIELD_TYPES: dict[str, str] = {
     "sourceIPs": "VARCHAR[]",
     "requestObject.spec.audiences": "VARCHAR[]",
 }
-# Top-level members whose keys contain dots: "annotations.authorization.k8s.io/decision" is
-# the key "authorization.k8s.io/decision" of "annotations", read as a struct of just the keys
-# the rule needs.
-DOTTED_KEY_MEMBERS = frozenset({"annotations"})
+# Members whose keys contain dots: "annotations.authorization.k8s.io/decision" is the key
+# "authorization.k8s.io/decision" of "annotations", read as a struct of just the keys the rule
+# needs; so are the keys of user.extra, whose values are lists of strings.
+DOTTED_KEY_MEMBERS = ("annotations", "user.extra", "impersonatedUser.extra")
+LIST_VALUED_MEMBERS = ("user.extra", "impersonatedUser.extra")
 # Always carried into an alert, whatever the rule lists in `fields`.
 ALERT_FIELDS = ("auditID", "stage", "requestReceivedTimestamp")
 VIEW = "k8s_audit"
@@ -56,9 +58,19 @@ def rule_fields(rule: SigmaRule) -> list[str]:
 
 
 def path_parts(field: str) -> list[str]:
-    """The JSON members a Sigma field name walks: annotations.<key with dots> is two."""
-    head, _, rest = field.partition(".")
-    return [head, rest] if head in DOTTED_KEY_MEMBERS else field.split(".")
+    """The JSON members a Sigma field name walks: annotations.<key with dots> is two,
+    user.extra.<key with dots> three."""
+    for member in DOTTED_KEY_MEMBERS:
+        if field.startswith(member + ".") and len(field) > len(member) + 1:
+            return [*member.split("."), field[len(member) + 1 :]]
+    return field.split(".")
+
+
+def field_type(field: str) -> str:
+    """The DuckDB type of an audit path's value."""
+    if field.startswith(tuple(member + "." for member in LIST_VALUED_MEMBERS)):
+        return "VARCHAR[]"
+    return FIELD_TYPES.get(field, "VARCHAR")
 
 
 def json_columns(fields: list[str]) -> dict[str, str]:
@@ -69,7 +81,7 @@ def json_columns(fields: list[str]) -> dict[str, str]:
         node = tree
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node.setdefault(parts[-1], FIELD_TYPES.get(field, "VARCHAR"))
+        node.setdefault(parts[-1], field_type(field))
 
     def sql_type(node: Any) -> str:
         if isinstance(node, str):
@@ -156,10 +168,19 @@ def replay_file(
 
 
 def run_replay(
-    files: list[Path], rules: list[tuple[SigmaRule, str]], out: TextIO, err: TextIO
+    files: list[Path],
+    rules: list[tuple[SigmaRule, str]],
+    out: TextIO,
+    err: TextIO,
+    correlations: Sequence[tuple[SigmaCorrelationRule, str]] = (),
+    base_queries: Sequence[str] = (),
 ) -> int:
-    """`convert.py replay`: alerts as JSON lines on out, malformed lines and a summary on err."""
+    """`convert.py replay`: alerts as JSON lines on out, malformed lines and a summary on err.
+    The correlation rules run after the others, over all the files at once, which are read
+    once for them all: the events their base rules (base_queries) match (correlate.py)."""
     import duckdb
+
+    from k8s_audit_detect.correlate import replay_correlations
 
     for path in files:
         if not path.is_file():
@@ -169,7 +190,7 @@ def run_replay(
             )
     connection = duckdb.connect()
     connection.execute("SET enable_progress_bar = false")  # stdout carries only alerts
-    counts = {str(rule.id): 0 for rule, _ in rules}
+    counts = {str(rule.id): 0 for rule, _ in [*rules, *correlations]}
 
     def warn(message: str) -> None:
         print(f"replay: {message}", file=err)
@@ -185,9 +206,23 @@ def run_replay(
                 f"replay: {path}: cannot be read as a JSON-lines audit log ({first}); "
                 "pass raw audit.k8s.io/v1 events, one per line"
             ) from error
+    try:
+        # the per-event pass reported each file's malformed lines already, if it read them
+        reported = set(files) if rules else set()
+        found = replay_correlations(connection, files, correlations, base_queries, warn, reported)
+        for rule_id, alert in found:
+            counts[rule_id] += 1
+            out.write(alert + "\n")
+    except duckdb.Error as error:
+        first = str(error).splitlines()[0]
+        raise UserError(
+            f"replay: {', '.join(map(str, files))}: cannot be read as JSON-lines audit logs "
+            f"({first}); pass raw audit.k8s.io/v1 events, one per line"
+        ) from error
     total = sum(counts.values())
-    detail = ", ".join(f"{rule.title}: {counts[str(rule.id)]}" for rule, _ in rules)
-    warn(f"{len(files)} files, {len(rules)} rules, {total} alerts ({detail})")
+    every = [*rules, *correlations]
+    detail = ", ".join(f"{rule.title}: {counts[str(rule.id)]}" for rule, _ in every)
+    warn(f"{len(files)} files, {len(every)} rules, {total} alerts ({detail})")
     return 0
 
 

@@ -74,8 +74,13 @@ def parse(path: Path, root: Path | None) -> SigmaCollection:
         text = path.read_text(encoding="utf-8")
         _refuse_aliases(text, path, root)
         documents = list(yaml.load_all(text, Loader=yaml_loader()))
+        # references are resolved once every file is loaded: a correlation may name a rule
+        # of another file
         return SigmaCollection.from_dicts(
-            documents, collect_errors=True, source=SigmaRuleLocation(path)
+            documents,
+            collect_errors=True,
+            source=SigmaRuleLocation(path),
+            resolve_references=False,
         )
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)

@@ -28,7 +28,9 @@ def variants_of(artifact_name: str) -> list[tuple[str, ...]]:
     return TARGETS_BY_NAME[ARTIFACT[artifact_name].target].variants()
 
 
-KIBANA = [(n, v) for n in ARTIFACT if n.startswith("kibana-") for v in variants_of(n)]
+KIBANA_ALL = [(n, v) for n in ARTIFACT if n.startswith("kibana-") for v in variants_of(n)]
+# the Lucene rules carry the plain rule; the ES|QL and EQL rules the correlations
+KIBANA = [(n, v) for n, v in KIBANA_ALL if ARTIFACT[n].options["type"] == "query"]
 
 
 @pytest.mark.parametrize(
@@ -67,7 +69,8 @@ def test_kibana_rule_ids_are_unique_across_every_ndjson_file(generated) -> None:
         if path.suffix == ".ndjson":
             for line in text.splitlines():
                 ids.setdefault(json.loads(line)["rule_id"], []).append(str(path))
-    assert len(ids) == sum(len(variants_of(n)) for n in ARTIFACT if n.startswith("kibana-"))
+    files = sum(1 for path in generated if path.suffix == ".ndjson")
+    assert len(ids) == files >= len(KIBANA_ALL)
     shared = {rule_id: paths for rule_id, paths in ids.items() if len(paths) > 1}
     assert not shared
 
@@ -267,7 +270,15 @@ def test_sentinel_file_names_are_unique(generated) -> None:
         for path in generated
         if path.is_relative_to(QUERIES_DIR) and path.relative_to(QUERIES_DIR).parts[0] in SENTINEL
     ]
-    assert len(names) == 2 * len(SENTINEL)  # the content-repository YAML and the ARM template
+    # the content-repository YAML and the ARM template, for each query of the artifact's target
+    queries = [
+        path
+        for name in SENTINEL
+        for variant in variants_of(name)
+        for path in generated
+        if path.parent == QUERIES_DIR / ARTIFACT[name].target / "+".join(variant)
+    ]
+    assert len(names) == 2 * len(queries) > 2 * len(SENTINEL)
     assert len(set(names)) == len(names)
 
 
@@ -361,8 +372,8 @@ def test_loki_ruler_group(name, variant, generated, query_for, token_rule) -> No
 
     document = yaml.safe_load(generated[QUERIES_DIR / name / "+".join(variant) / "rules.yaml"])
     (group,) = document["groups"]
-    (alert,) = group["rules"]
-    assert alert["alert"] == token_rule.name
+    alerts = {alert["alert"]: alert for alert in group["rules"]}
+    alert = alerts[token_rule.name]
     assert alert["expr"] == f"sum(count_over_time({query_for('loki', variant)} [6m])) > 0"
     assert alert["labels"]["severity"] == "medium"
     assert alert["annotations"]["sigma_id"] == str(token_rule.id)
@@ -383,3 +394,112 @@ def test_opensearch_monitor(name, variant, generated, query_for, token_rule) -> 
     query_string, window = search["search"]["query"]["query"]["bool"]["filter"]
     assert query_string["query_string"]["query"] == query_for("opensearch", variant)
     assert window["range"]["stageTimestamp"]["gte"] == "now-6m"
+
+
+# ---------------------------------------------------------------------------------------------
+# The correlation rules' artifacts
+
+CORRELATION_STEMS = {
+    "correlation_credential_access_kubernetes_serviceaccount_token_minting_burst",
+    "correlation_credential_access_kubernetes_serviceaccount_token_probe_then_mint",
+    "correlation_lateral_movement_kubernetes_pod_token_used_from_another_place",
+}
+
+
+@pytest.fixture(scope="module")
+def correlation_rules():
+    from convert import load_rules
+    from k8s_audit_detect.correlations import correlation_rules
+    from k8s_audit_detect.rules import rule_stem
+
+    return {rule_stem(rule): rule for rule in correlation_rules(load_rules())}
+
+
+KIBANA_CORRELATIONS = [(n, v) for n, v in KIBANA_ALL if ARTIFACT[n].options["type"] != "query"]
+
+
+@pytest.mark.parametrize(
+    ("name", "variant"),
+    KIBANA_CORRELATIONS,
+    ids=[f"{n}-{'+'.join(v) or 'rule'}" for n, v in KIBANA_CORRELATIONS],
+)
+def test_kibana_correlation_rules(name, variant, generated, query_for, correlation_rules) -> None:
+    """An ES|QL or EQL rule per correlation the target expresses (the index in the ES|QL
+    query's FROM, in `index` for EQL), reading the correlation's timespan each run."""
+    folder = QUERIES_DIR / name / "+".join(variant)
+    found = {path.stem: text for path, text in generated.items() if path.parent == folder}
+    target = ARTIFACT[name].target
+    expected = {
+        s
+        for s in CORRELATION_STEMS
+        if (QUERIES_DIR / target / "+".join(variant) / f"{s}.{TARGETS_BY_NAME[target].extension}")
+        in generated
+    }
+    assert set(found) == expected and expected
+    for stem, text in found.items():
+        rule = json.loads(text)
+        correlation = correlation_rules[stem]
+        assert rule["query"] == query_for(target, variant, stem)
+        assert (rule["type"], rule["language"]) == (ARTIFACT[name].options["type"],) * 2
+        assert ("index" in rule) == (rule["type"] == "eql")
+        minutes = -(-correlation.timespan.seconds // 60) + 5
+        assert (rule["from"], rule["interval"]) == (f"now-{minutes}m", "5m")
+        assert rule["name"] == correlation.title
+        assert rule["note"] == triage_guide(correlation)
+
+
+def test_splunk_correlation_searches(generated, query_for, correlation_rules) -> None:
+    """Each correlation a saved search over its timespan, alerting once per group and
+    timespan, with its own tuning macro."""
+    folder = QUERIES_DIR / "splunk-app" / "k8s_token_detect"
+    searches = TABConfigParser()
+    searches.read_string(generated[folder / "default/savedsearches.conf"])
+    macros = TABConfigParser()
+    macros.read_string(generated[folder / "default/macros.conf"])
+    for stem, rule in correlation_rules.items():
+        search = searches[rule.title]
+        # the search spans lines: each but the last ends in .conf's continuation backslash
+        assert search["search"].replace("\\\n", "\n") == query_for("splunk", (), stem)
+        minutes = -(-rule.timespan.seconds // 60)
+        assert search["dispatch.earliest_time"] == f"-{minutes + 5}m@m"
+        assert search["alert.suppress"] == "1"
+        assert search["alert.suppress.fields"] == ",".join(rule.group_by)
+        assert search["alert.suppress.period"] == f"{minutes}m"
+        assert macros[f"{rule.name}_filter"]["definition"] == "search *"
+
+
+@pytest.mark.parametrize("name", SENTINEL)
+def test_sentinel_correlation_rules(name, generated, query_for, correlation_rules) -> None:
+    """A scheduled rule per correlation the table expresses: the tested query (plus the
+    Account column where the group is a user), over the timespan and the interval."""
+    (variant,) = variants_of(name)
+    table = ARTIFACT[name].options["table"].lower()
+    target = ARTIFACT[name].target
+    for stem, rule in correlation_rules.items():
+        path = QUERIES_DIR / name / "+".join(variant) / f"{stem}_{table}.yaml"
+        tested = QUERIES_DIR / target / "+".join(variant) / f"{stem}.kql"
+        assert (path in generated) == (tested in generated)
+        if tested not in generated:
+            continue
+        document = yaml.safe_load(generated[path])
+        query = query_for(target, variant, stem)
+        if "user.username" in rule.group_by:
+            account = ARTIFACT[name].options["correlation_account_column"]
+            assert document["query"] == query + "\n" + account + "\n"
+            assert [m["entityType"] for m in document["entityMappings"]] == ["Account"]
+        else:
+            assert document["query"] == query + "\n"
+            assert "entityMappings" not in document
+        minutes = -(-rule.timespan.seconds // 60) + 5
+        assert (document["queryFrequency"], document["queryPeriod"]) == ("5m", f"{minutes}m")
+
+
+def test_loki_ruler_alerts_on_the_correlation_metric_query(generated, query_for) -> None:
+    from test_logql import parse
+
+    document = yaml.safe_load(generated[QUERIES_DIR / "loki-ruler" / "rules.yaml"])
+    alerts = {alert["alert"]: alert for alert in document["groups"][0]["rules"]}
+    burst = alerts["kubernetes_serviceaccount_token_minting_burst"]
+    stem = "correlation_credential_access_kubernetes_serviceaccount_token_minting_burst"
+    assert burst["expr"] == query_for("loki", (), stem)
+    assert parse([burst["expr"]]) == ["ok"]

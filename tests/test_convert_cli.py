@@ -64,7 +64,8 @@ def test_one_target_to_stdout_writes_nothing(repo: Path) -> None:
     result = run(repo, "-t", "splunk", "--stdout")
     assert result.returncode == 0
     queries = [line for line in result.stdout.splitlines() if line.startswith("# queries/splunk/")]
-    assert len(queries) == 1 + len(environments())  # the rule alone, and each environment
+    # each rule (the TokenRequest rule and the three correlations) alone, and per environment
+    assert len(queries) == 4 * (1 + len(environments()))
     assert snapshot(repo) == before
 
 
@@ -79,9 +80,19 @@ def test_list_names_every_target_with_its_source_and_engine() -> None:
     assert set(blocks) == {t.name for t in TARGETS}
     for target in TARGETS:
         block = blocks[target.name]
-        assert f"verified by:    {target.verified_by}" in block
-        assert f"mapping source: {target.source}" in block
+        assert f"{'verified by:':<21}{target.verified_by}" in block
+        assert f"{'mapping source:':<21}{target.source}" in block
         assert ("UNVERIFIED:" in block) == bool(target.unverified)
+        # which Sigma correlation types (and aliases) the target expresses, why not the others
+        support = target.correlation_support()
+        can = [feature for feature, why in support.items() if not why]
+        if can:
+            assert f"{'correlations:':<21}{', '.join(can)}" in block
+            assert f"{'correlations tested:':<21}{target.correlation_verified_by}" in block
+            for feature, why in support.items():
+                assert (f"{'no ' + feature + ':':<21}{why}" in block) == bool(why)
+        else:
+            assert f"{'correlations:':<21}none: " in block
 
 
 def test_unknown_target_is_a_usage_error(repo: Path) -> None:

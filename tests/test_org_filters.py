@@ -11,15 +11,17 @@ import re
 import shutil
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from conftest import RULE_STEM
 from engines import ENGINES
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from convert import ROOT, RULES_DIR, TARGETS_BY_NAME, convert_target
-from k8s_audit_detect.rules import load_rules, sigma_rules
+from k8s_audit_detect.rules import load_rules, rule_stem, sigma_rules
 
 HERE = Path(__file__).resolve().parent
 ADVERSARIAL = HERE / "data" / "adversarial_org_filter.yml"
@@ -65,6 +67,12 @@ NO_LITERAL_WILDCARDS = {
 LITERAL_WILDCARD_USERS = {"nomatch_literal_star", "nomatch_literal_question_mark"}
 
 
+def token_rule_query(target: Any, collection: Any) -> tuple[Any, str]:
+    """The TokenRequest rule and its query (the filters here name it alone)."""
+    (rule,) = [r for r in sigma_rules(collection) if rule_stem(r) == RULE_STEM]
+    return rule, convert_target(target, collection, with_correlations=False)[RULE_STEM]
+
+
 def filters_with(tmp: Path, filter_text: str) -> Path:
     """sigma/filters/ with this filter as the organisation's own."""
     folder = tmp / "filters"
@@ -90,8 +98,7 @@ def hits(tmp_path_factory):
                 text = without_literal_wildcards(text)
             folder = filters_with(tmp_path_factory.mktemp(engine), text)
             collection = load_rules(RULES_DIR, folder, target.variants()[0], ROOT)
-            (rule,) = sigma_rules(collection)
-            (query,) = convert_target(target, collection).values()
+            rule, query = token_rule_query(target, collection)
             events = [event(name, user) for name, user in USERS.items()]
             found[engine] = runner(query, rule, events, tmp_path_factory.mktemp(engine))
         return found[engine]
@@ -130,7 +137,7 @@ def test_splunk_quotes_every_hostile_value(tmp_path) -> None:
     text = ADVERSARIAL.read_text(encoding="utf-8").replace("      - 'deploy\\*bot'\n", "")
     folder = filters_with(tmp_path, text)
     collection = load_rules(RULES_DIR, folder, (), ROOT)
-    (query,) = convert_target(TARGETS_BY_NAME["splunk"], collection).values()
+    _, query = token_rule_query(TARGETS_BY_NAME["splunk"], collection)
     assert (
         'NOT (user.username IN ("q?x", "say \\"hi\\" there", "it\'s", '
         '"back\\\\slash", "trail\\\\", "x\\") or true or (\\"", "x\' OR \'1\'=\'1", "a/b/c", '
@@ -259,8 +266,7 @@ def convert_refusing(
         path.write_text(filter_document(kept), encoding="utf-8")
         try:
             collection = load_rules(RULES_DIR, folder, target.variants()[0], ROOT)
-            (rule,) = sigma_rules(collection)
-            (query,) = convert_target(target, collection).values()
+            rule, query = token_rule_query(target, collection)
             return query, rule, kept, refused
         except UserError as error:
             message = str(error)
