@@ -122,8 +122,7 @@ def convert_plain(target: Target, selected: Sequence[SigmaRule]) -> list[tuple[S
 
 def _standalone(rule: SigmaRule) -> SigmaRule:
     """A copy of the rule that converts as a rule of its own: no correlation references it."""
-    copied = copy.deepcopy(rule)
-    copied._backreferences = []
+    copied = copy.deepcopy(rule, {id(rule._backreferences): []})
     copied._output = True
     return copied
 

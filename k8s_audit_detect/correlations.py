@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sigma.collection import SigmaCollection
@@ -68,8 +68,12 @@ def convert(backend: Backend, rule: SigmaCorrelationRule) -> tuple[str, list[str
 
     unmapped = unmapped_fields(rule, backend.processing_pipeline)
     # pipelines change the rules they process: a deep copy of each (rules an environment's
-    # filter was applied to share its detection objects), the references resolved anew
-    copies = [copy.deepcopy(item) for item in [*base_rules(rule), rule]]
+    # filter was applied to share its detection objects), without what links it to other
+    # rules (back-references, referenced rules): the collection resolves those anew
+    bases = list(base_rules(rule))
+    copies = [copy.deepcopy(base, {id(base._backreferences): []}) for base in bases]
+    unlinked: dict[int, Any] = {id(base): None for base in bases}
+    copies.append(copy.deepcopy(rule, unlinked | {id(rule._backreferences): []}))
     converted = backend.convert(SigmaCollection(copies, resolve_references=True))
     queries = converted if isinstance(converted, list) else [converted]
     return "\n".join(str(query) for query in queries), unmapped
