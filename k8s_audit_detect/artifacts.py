@@ -5,20 +5,22 @@ options (the artifact's own, plus "name": the artifact's name and "variant": the
 whose filters this variant adds, () for the rule alone and for a target tied to one platform),
 and returns {file path relative to the artifact's folder: content}. Nothing here repeats a
 rule's description, level or ATT&CK ids: they are read from the rule each time; only the
-ATT&CK names for the ids, which Sigma rules do not carry, come from ATTACK below.
+ATT&CK names for the ids, which Sigma rules do not carry, come from attack.json, generated
+from maintained packages by scripts/attack_names.py.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import unicodedata
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from k8s_audit_detect import UserError
-from k8s_audit_detect.paths import ROOT, TRIAGE_DIR
+from k8s_audit_detect import UserError, paths, rules
 
 if TYPE_CHECKING:
     from sigma.rule import SigmaRule
@@ -26,20 +28,7 @@ if TYPE_CHECKING:
 Converted = Sequence[tuple["SigmaRule", str]]
 Builder = Callable[[Converted, dict[str, Any]], dict[str, str]]
 
-# ATT&CK names for the ids the rules use (MITRE ATT&CK Enterprise). A rule with another id
-# fails to build its artifacts until the id is added here.
-TACTICS = {
-    "credential-access": ("TA0006", "Credential Access"),
-    "defense-evasion": ("TA0005", "Defense Evasion"),
-    "lateral-movement": ("TA0008", "Lateral Movement"),
-}
-TECHNIQUES = {
-    "T1528": "Steal Application Access Token",
-    "T1552": "Unsecured Credentials",
-    "T1552.007": "Container API",
-    "T1550": "Use Alternate Authentication Material",
-    "T1550.001": "Application Access Token",
-}
+ATTACK_NAMES = Path(__file__).resolve().parent / "attack.json"
 # Sigma level -> Elastic severity and risk score (Elastic's own convention), Splunk alert
 # severity (1 debug ... 6 fatal), Sentinel severity.
 LEVELS = {
@@ -66,29 +55,43 @@ def lookback_minutes(rule: Any) -> int:
 
 
 def triage_guide(rule: SigmaRule) -> str:
-    path = TRIAGE_DIR / f"{Path(rule.source.path).stem}.md"
+    path = paths.TRIAGE_DIR / f"{Path(rule.source.path).stem}.md"
     if not path.is_file():
-        raise UserError(f"{path.relative_to(ROOT)} is missing: every rule needs a triage guide")
+        where = path.relative_to(paths.ROOT)
+        raise UserError(f"{where} is missing: every rule needs a triage guide")
     return path.read_text(encoding="utf-8")
 
 
+@functools.cache
+def attack_names() -> dict[str, Any]:
+    """MITRE ATT&CK Enterprise names: tactics by short name, techniques by id."""
+    return json.loads(ATTACK_NAMES.read_text(encoding="utf-8"))
+
+
+def technique_name(technique: str) -> str:
+    """A technique's name; its id where the generated names lack it (a newer technique
+    than the installed data: rerun scripts/attack_names.py after upgrading)."""
+    return attack_names()["techniques"].get(technique, technique)
+
+
 def attack(rule: SigmaRule) -> tuple[list[tuple[str, str]], list[str]]:
-    """The rule's ATT&CK tactics as (id, name) and technique ids, from its tags."""
+    """The rule's ATT&CK tactics as (id, name) and technique ids, from its tags. Group and
+    software tags (attack.g0001, attack.s0001) name neither."""
     tactics, techniques = [], []
     for tag in rule.tags:
-        if tag.namespace != "attack":
+        if tag.namespace != "attack" or re.fullmatch(r"[gsc]\d{4}", tag.name.lower()):
             continue
-        if tag.name.startswith("t") and tag.name[1:2].isdigit():
-            technique = tag.name.upper()
-            if technique not in TECHNIQUES:
-                raise UserError(
-                    f"ATT&CK technique {technique} has no name in k8s_audit_detect/artifacts.py"
-                )
-            techniques.append(technique)
-        elif tag.name in TACTICS:
-            tactics.append(TACTICS[tag.name])
-        else:
-            raise UserError(f"ATT&CK tactic {tag.name} has no id in k8s_audit_detect/artifacts.py")
+        if re.fullmatch(r"t\d{4}(\.\d{3})?", tag.name.lower()):
+            techniques.append(tag.name.upper())
+            continue
+        tactic = attack_names()["tactics"].get(tag.name.lower().replace("_", "-"))
+        if tactic is None:
+            where = rules.relative(rule.source, paths.ROOT)
+            raise UserError(
+                f"{where}: tag attack.{tag.name} is neither an ATT&CK technique id nor an "
+                f"Enterprise tactic ({', '.join(attack_names()['tactics'])}); fix the tag"
+            )
+        tactics.append((tactic["id"], tactic["name"]))
     return tactics, techniques
 
 
@@ -188,12 +191,12 @@ def _kibana_techniques(techniques: list[str]) -> list[dict[str, Any]]:
         out.append(
             {
                 "id": parent,
-                "name": TECHNIQUES[parent],
+                "name": technique_name(parent),
                 "reference": f"https://attack.mitre.org/techniques/{parent}/",
                 "subtechnique": [
                     {
                         "id": sub,
-                        "name": TECHNIQUES[sub],
+                        "name": technique_name(sub),
                         "reference": "https://attack.mitre.org/techniques/"
                         + sub.replace(".", "/")
                         + "/",
@@ -253,7 +256,7 @@ def splunk_app(converted: Converted, options: dict[str, Any]) -> dict[str, str]:
         )
         macros.append(
             _conf_stanza(
-                f"{rule.name}_filter",
+                f"{rule.name or Path(rule.source.path).stem}_filter",
                 {
                     "definition": "search *",
                     "description": f"Local tuning for '{rule.title}': update to exclude "
@@ -345,7 +348,7 @@ def _app_manifest(app: str, version: str, options: dict[str, Any]) -> str:
 
 def _source(rule: SigmaRule) -> str:
     path = Path(rule.source.path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+    return str(path.relative_to(paths.ROOT)) if path.is_relative_to(paths.ROOT) else str(path)
 
 
 def _conf_safe(text: str) -> bool:
@@ -548,14 +551,15 @@ def rule_card(
         "",
         f"`{rule.id}` · level **{rule.level.name.lower() if rule.level else 'medium'}** · "
         f"status {rule.status.name.lower() if rule.status else 'experimental'} · "
-        f"[rule](../../sigma/rules/{stem}.yml) · [triage guide](../../triage/{stem}.md)",
+        f"[rule](../../{rules.relative(rule.source, paths.ROOT)}) · "
+        f"[triage guide](../../triage/{stem}.md)",
         "",
         one_line(rule.description or ""),
         "",
         "## ATT&CK",
         "",
         *(f"- {tid} {name}" for tid, name in tactics),
-        *(f"- {t} {TECHNIQUES[t]}" for t in techniques),
+        *(f"- {t} {technique_name(t)}" for t in techniques),
         "",
         *_correlation_section(rule),
         "## Environments and their filters",

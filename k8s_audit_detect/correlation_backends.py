@@ -121,7 +121,9 @@ class CorrelationContext:
 
         for item in self.last_processing_pipeline.items:  # type: ignore[attr-defined]
             transformation = item.transformation
-            if isinstance(transformation, FieldMappingTransformationBase):
+            if isinstance(transformation, FieldMappingTransformationBase) and (
+                item.match_field_name(field)
+            ):
                 mapped = transformation.apply_field_name(field)
                 if isinstance(mapped, str):
                     field = mapped

@@ -96,15 +96,14 @@ def unmapped_fields(rule: SigmaCorrelationRule, pipeline: ProcessingPipeline) ->
     """The group-by, alias and condition fields of a correlation (before conversion) that no
     field mapping of the pipeline maps: pySigma's strict_field_mapping_failure checks plain
     rules only, and its field-mapping tracking covers detection items only."""
-    from sigma.processing.transformations.base import FieldMappingTransformationBase
-
-    mappings = [
-        item.transformation
-        for item in pipeline.items
-        if isinstance(item.transformation, FieldMappingTransformationBase)
-    ]
+    # the mappings (field_name_mapping, its prefix form and this project's keyed one), not
+    # the transformations that rewrite every name (a suffix, a regular expression)
+    mappings = [item for item in pipeline.items if hasattr(item.transformation, "mapping")]
     return [
         field
         for field in correlation_fields(rule)
-        if not any(mapping.apply_field_name(field) is not None for mapping in mappings)
+        if not any(
+            item.match_field_name(field) and item.transformation.apply_field_name(field)
+            for item in mappings
+        )
     ]

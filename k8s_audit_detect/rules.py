@@ -33,13 +33,15 @@ def environments(filters_dir: Path) -> list[str]:
     return sorted(p.name for p in filters_dir.iterdir() if p.is_dir() and p.name != ORG)
 
 
-def load_rules(
-    rules_dir: Path, filters_dir: Path, envs: Sequence[str] = (), root: Path | None = None
-) -> SigmaCollection:
-    """Parse every rule, the filters of the chosen environments and the organisation's
-    filters into one collection (the filters applied to their rules)."""
-    from sigma.collection import SigmaCollection
+def rule_files(folder: Path) -> list[Path]:
+    """The Sigma files in a folder and below it: *.yml and *.yaml, sorted."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for pattern in ("*.yml", "*.yaml") for p in folder.rglob(pattern))
 
+
+def check_environments(filters_dir: Path, envs: Sequence[str], root: Path | None) -> None:
+    """Each environment named has its folder of filters."""
     known = environments(filters_dir)
     for env in envs:
         if env not in known:
@@ -47,20 +49,51 @@ def load_rules(
                 f"unknown environment '{env}' (available: {', '.join(known) or 'none'}); "
                 f"environment filters live in {relative(filters_dir, root)}/<env>/"
             )
-    rule_paths = sorted(rules_dir.rglob("*.yml"))
+
+
+def load_rules(
+    rules_dir: Path, filters_dir: Path, envs: Sequence[str] = (), root: Path | None = None
+) -> SigmaCollection:
+    """Parse every rule, the filters of the chosen environments and the organisation's
+    filters into one collection (the filters applied to their rules)."""
+    from sigma.collection import SigmaCollection
+
+    check_environments(filters_dir, envs, root)
+    rule_paths = rule_files(rules_dir)
     if not rule_paths:
         raise UserError(f"no rules in {relative(rules_dir, root)}/; add a Sigma rule (.yml)")
-    filter_paths = [p for env in envs for p in sorted((filters_dir / env).rglob("*.yml"))]
-    filter_paths += sorted((filters_dir / ORG).glob("*.yml"))
+    filter_paths = [p for env in envs for p in rule_files(filters_dir / env)]
+    filter_paths += rule_files(filters_dir / ORG)
     rules = [parse(path, root) for path in rule_paths]
     filters = [parse(path, root) for path in filter_paths]
+    # every environment's filters, loaded or not: an id must name one rule or filter
+    check_unique_ids(rule_paths + rule_files(filters_dir), root)
     check_filters(filters, [r for part in rules for r in part.rules], root)
     collection = SigmaCollection.merge(rules + filters)
     for rule in collection.rules:
         for error in rule.errors:
             where = relative(getattr(error, "source", None) or rule.source, root)
             raise UserError(f"{where}: {error}; fix the rule (check it with `sigma check`)")
+    for rule in sigma_rules(collection):
+        check_logsource(rule, root)
     return collection
+
+
+# The logsource categories a Kubernetes audit rule has: none, or `application` as SigmaHQ's
+# rules/application/kubernetes/audit/ write it (the pipelines match product and service).
+AUDIT_CATEGORIES = (None, "application")
+
+
+def check_logsource(rule: SigmaRule, root: Path | None) -> None:
+    """A rule's logsource category is none or application; the product and service are the
+    pipelines' to refuse, in their own words."""
+    category = rule.logsource.category
+    if category not in AUDIT_CATEGORIES:
+        raise UserError(
+            f"{relative(rule.source, root)}: logsource category '{category}' is not one of a "
+            "Kubernetes audit rule (none, or application as SigmaHQ writes them); write "
+            "`logsource: {product: kubernetes, service: audit}`"
+        )
 
 
 def parse(path: Path, root: Path | None) -> SigmaCollection:
@@ -70,23 +103,64 @@ def parse(path: Path, root: Path | None) -> SigmaCollection:
     from sigma.collection import SigmaCollection
     from sigma.exceptions import SigmaRuleLocation
 
+    where = relative(path, root)
+    if path.is_dir():
+        raise UserError(
+            f"{where}: a directory, not a Sigma file; rename it (rules and filters are "
+            "*.yml or *.yaml files)"
+        )
     try:
         text = path.read_text(encoding="utf-8")
         _refuse_aliases(text, path, root)
-        documents = list(yaml.load_all(text, Loader=yaml_loader()))
-        # references are resolved once every file is loaded: a correlation may name a rule
-        # of another file
-        return SigmaCollection.from_dicts(
-            documents,
-            collect_errors=True,
-            source=SigmaRuleLocation(path),
-            resolve_references=False,
-        )
+        documents = [d for d in yaml.load_all(text, Loader=yaml_loader()) if d is not None]
+    except OSError as error:
+        raise UserError(f"{where}: cannot read it ({error.strerror})") from error
+    except UnicodeDecodeError as error:
+        raise UserError(f"{where}: not UTF-8 text ({error.reason}); save it as UTF-8") from error
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or "not valid YAML"
         raise UserError(f"{relative(path, root)}: {problem}{at}; fix the YAML") from error
+    if not documents:
+        raise UserError(f"{where}: empty; write a Sigma rule or filter in it, or delete it")
+    for document in documents:
+        if not isinstance(document, dict):
+            kind = "list" if isinstance(document, list) else "scalar"
+            raise UserError(
+                f"{where}: a YAML {kind}, not a Sigma rule or filter (a mapping with title, "
+                "logsource and detection or filter); fix the file"
+            )
+    # references are resolved once every file is loaded: a correlation may name a rule of
+    # another file
+    return SigmaCollection.from_dicts(
+        documents, collect_errors=True, source=SigmaRuleLocation(path), resolve_references=False
+    )
+
+
+def check_unique_ids(files: Sequence[Path], root: Path | None) -> None:
+    """No two rules or filters share an id: pySigma would keep one of them and filters name
+    rules by id. Only the ids are read here (files that do not parse are reported when they
+    are loaded)."""
+    import yaml
+
+    seen: dict[str, Path] = {}
+    for path in files:
+        try:
+            documents = list(yaml.load_all(path.read_text(encoding="utf-8"), yaml_loader()))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        for document in documents:
+            sigma_id = document.get("id") if isinstance(document, dict) else None
+            if sigma_id is None:
+                continue
+            first = seen.setdefault(str(sigma_id), path)
+            if first != path:
+                raise UserError(
+                    f"{relative(path, root)}: id {sigma_id} is also the id of "
+                    f"{relative(first, root)}; give each rule and filter an id of its own "
+                    "(a new UUID)"
+                )
 
 
 def _refuse_aliases(text: str, path: Path, root: Path | None) -> None:

@@ -8,13 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from k8s_audit_detect import artifacts, rules
-from k8s_audit_detect.paths import FILTERS_DIR
+from k8s_audit_detect import artifacts, paths, rules
 
 
 def environments() -> list[str]:
     """The environments that have filters: one folder each under sigma/filters/."""
-    return rules.environments(FILTERS_DIR)
+    return rules.environments(paths.FILTERS_DIR)
 
 
 @dataclass(frozen=True)
@@ -51,6 +50,12 @@ class Target:
         limits = dict(self.correlation_limits)
         every = limits.get("all")
         return {f: every or limits.get(f, "") for f in CORRELATION_FEATURES}
+
+    @property
+    def sigma_cli_pipeline(self) -> str:
+        """The name sigma-cli knows this target's whole pipeline chain by, once the package
+        is installed (k8s_audit_detect/plugin.py)."""
+        return "k8s_audit_" + self.name.replace("-", "_")
 
     def variants(self, requested: Sequence[str] = ()) -> list[tuple[str, ...]]:
         """The environment sets to convert for: the requested set if it fits this target,
@@ -132,7 +137,8 @@ NOT_IMPLEMENTED = (
 
 GKE_UNVERIFIED = (
     "whether GKE logs TokenRequest at all: Elastic ships a rule on its method name, Panther "
-    "states GKE does not log it, and no real GKE record of it is public"
+    "states GKE does not log it, and no real GKE record of it is public; the method names of "
+    "API groups outside k8s.io (no public example: the labels assumed reversed as for k8s.io's)"
 )
 SUMO_UNVERIFIED = (
     "whether = and in compare case-sensitively (Sumo documents it for like and matches only)"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -65,6 +66,38 @@ def repo(tmp_path: Path) -> Path:
         else:
             shutil.copy2(source, tmp_path / name)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package as `pip install .` installs it, in a folder of its own (offline: built with
+    the venv's setuptools, no dependencies fetched; they are the venv's). Built from a copy of
+    what the package is made of, so the checkout stays clean; run things with
+    `installed_env(...)` from a folder without the checkout's code."""
+    source = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md", "k8s_audit_detect", "pipelines"):
+        if (ROOT / name).is_dir():
+            ignore = shutil.ignore_patterns("__pycache__")
+            shutil.copytree(ROOT / name, source / name, ignore=ignore)
+        else:
+            shutil.copy2(ROOT / name, source / name)
+    target = tmp_path_factory.mktemp("site")
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    offline = ["--no-build-isolation", "--no-deps", "--no-index", "--no-cache-dir"]
+    result = subprocess.run(
+        [*pip, *offline, "--target", str(target), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return target
+
+
+def installed_env(site: Path) -> dict[str, str]:
+    """The environment for a process that sees the installed package, not the checkout."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    return env | {"PYTHONPATH": str(site), "PYTHONSAFEPATH": "1"}
 
 
 def run(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:

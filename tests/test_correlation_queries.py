@@ -79,7 +79,7 @@ EXPECTED = {
         'event_type="kubernetes_pod_token_minted_by_kubelet" | rename '
         '"annotations.authentication.kubernetes.io/issued-credential-id" as credential_id ]\n'
         "[ search `kube_audit` "
-        '"user.extra.authentication.kubernetes.io/credential-id{}"="JTI=*" '
+        '"user.extra.authentication.kubernetes.io/credential-id{}"="*" '
         '"user.extra.authentication.kubernetes.io/pod-name{}"="*" stage IN '
         '("ResponseComplete", "Panic") OR NOT stage=* | eval '
         'event_type="kubernetes_pod_token_used" | rename '

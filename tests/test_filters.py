@@ -27,9 +27,9 @@ def test_several_environments_apply_each_filter_once(repo) -> None:
     """sigma-cli applies earlier --filter files again for each later one; here each once."""
     result = run(repo, "-t", "splunk", "--env", "eks", "--env", "calico", "--stdout")
     assert result.returncode == 0, result.stderr
-    header = "# queries/splunk/eks+calico/"
+    header = "==> queries/splunk/eks+calico/"
     assert header in result.stdout
-    query = result.stdout.split(header, 1)[1].split("\n# ", 1)[0]
+    query = result.stdout.split(header, 1)[1].split("\n==> ", 1)[0]
     assert query.count('"eks:*"') == 1
     assert query.count("system:serviceaccount:tigera-operator:tigera-operator") == 1
 

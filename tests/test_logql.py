@@ -1,20 +1,20 @@
 """LogQL has no engine here: every emitted LogQL query must parse with Grafana's own grammar
-(@grafana/lezer-logql, installed by .ci/run with `npm ci --prefix tests/logql`)."""
+(@grafana/lezer-logql, installed by scripts/test with `npm ci --prefix tests/logql`)."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
+
+from engines import require
 
 LOGQL = Path(__file__).resolve().parent / "logql"
 
 
 def parse(queries: list[str]) -> list[str]:
-    node = shutil.which("node")
-    assert node, "Node.js is missing: .ci/run installs it"
+    node = require("node", "nodejs npm")
     assert (LOGQL / "node_modules" / "@grafana" / "lezer-logql").is_dir(), (
-        "Grafana's LogQL grammar is missing: npm ci --prefix tests/logql"
+        "Grafana's LogQL grammar is missing: npm ci --prefix tests/logql (or run scripts/test)"
     )
     result = subprocess.run(
         [node, "parse.mjs"],

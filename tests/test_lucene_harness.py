@@ -56,3 +56,13 @@ def test_lucene_harness_leaves_out_fields_the_mapping_does_not_index(tmp_path: P
     assert run_lucene("spec.nodeName:evil", docs, tmp_path, hidden) == set()
     assert run_lucene("_exists_:spec.nodeName", docs, tmp_path, hidden) == set()
     assert run_lucene("spec.nodeName:evil", docs, tmp_path) == {"a"}
+
+
+def test_a_missing_engine_names_the_package_to_install(monkeypatch) -> None:
+    """Without Java the Lucene and Spark tests fail saying what to install, not with
+    PySpark's JAVA_GATEWAY_EXITED."""
+    import engines
+
+    monkeypatch.setattr(engines.shutil, "which", lambda name: None)
+    with pytest.raises(AssertionError, match="apt-get install default-jdk-headless"):
+        engines.lucene_classpath()

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
-from conftest import ROOT, run
+from conftest import ROOT, installed_env, run
 
 RULE = Path("sigma/rules/credential_access_kubernetes_serviceaccount_token_requested.yml")
 
@@ -20,21 +19,25 @@ def hook() -> dict:
     return definition
 
 
-def run_hook(repo: Path) -> subprocess.CompletedProcess[str]:
-    """The hook's entry as pre-commit runs it (`python` being the installed environment's)."""
+def run_hook(repo: Path, site: Path) -> subprocess.CompletedProcess[str]:
+    """The hook's entry as pre-commit runs it: the package installed (`language: python`
+    installs this repository), the command run in the user's repository."""
     command = shlex.split(hook()["entry"])
-    command[0] = sys.executable
-    return subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=120)
+    command[0] = str(site / "bin" / command[0])
+    return subprocess.run(
+        command, cwd=repo, env=installed_env(site), capture_output=True, text=True, timeout=120
+    )
 
 
-def test_the_hook_passes_on_an_up_to_date_tree_and_fails_on_a_stale_one(repo) -> None:
+def test_the_hook_passes_on_an_up_to_date_tree_and_fails_on_a_stale_one(repo, installed) -> None:
     definition = hook()
     assert definition["id"] == "sigma-queries-up-to-date"
     assert definition["pass_filenames"] is False
-    assert run_hook(repo).returncode == 0
+    assert definition["language"] == "python"  # no `python` on PATH needed
+    assert run_hook(repo, installed).returncode == 0
     rule = repo / RULE
     rule.write_text(rule.read_text().replace("level: medium", "level: high"))
-    failed = run_hook(repo)
+    failed = run_hook(repo, installed)
     assert failed.returncode == 1 and "is out of date" in failed.stderr
 
 

@@ -1,7 +1,7 @@
 WITH matched AS (
   SELECT *, 'kubernetes_pod_token_minted_by_kubelet' AS sigma_rule, `annotations.authentication.kubernetes.io/issued-credential-id` AS credential_id FROM (SELECT * FROM k8s_audit WHERE (verb='create' AND `objectRef.resource`='serviceaccounts' AND `objectRef.subresource`='token' AND `responseStatus.code`=201 AND `user.username` LIKE 'system:node:%' ESCAPE '\' AND `annotations.authentication.kubernetes.io/issued-credential-id` LIKE 'JTI=%' ESCAPE '\') AND ((stage='ResponseComplete' OR stage='Panic') OR stage IS NULL))
   UNION ALL BY NAME
-  SELECT *, 'kubernetes_pod_token_used' AS sigma_rule, `user.extra.authentication.kubernetes.io/credential-id`[1] AS credential_id FROM (SELECT * FROM k8s_audit WHERE (len(list_filter(`user.extra.authentication.kubernetes.io/credential-id`, lambda _e: _e LIKE 'JTI=%' ESCAPE '\')) > 0 AND len(list_filter(`user.extra.authentication.kubernetes.io/pod-name`, lambda _e: _e LIKE '%' ESCAPE '\')) > 0) AND ((stage='ResponseComplete' OR stage='Panic') OR stage IS NULL))
+  SELECT *, 'kubernetes_pod_token_used' AS sigma_rule, `user.extra.authentication.kubernetes.io/credential-id`[1] AS credential_id FROM (SELECT * FROM k8s_audit WHERE (len(list_filter(`user.extra.authentication.kubernetes.io/credential-id`, lambda _e: _e LIKE '%' ESCAPE '\')) > 0 AND len(list_filter(`user.extra.authentication.kubernetes.io/pod-name`, lambda _e: _e LIKE '%' ESCAPE '\')) > 0) AND ((stage='ResponseComplete' OR stage='Panic') OR stage IS NULL))
 ),
 events AS (
   SELECT credential_id AS "credential_id", `sourceIPs`[-1] AS sigma_value, sigma_rule,

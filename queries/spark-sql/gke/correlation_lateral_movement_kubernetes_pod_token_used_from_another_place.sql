@@ -1,7 +1,7 @@
 WITH matched AS (
   SELECT *, 'kubernetes_pod_token_minted_by_kubelet' AS sigma_rule, annotations['authentication.kubernetes.io/issued-credential-id'] AS credential_id FROM (SELECT * FROM k8s_audit WHERE verb = 'create' AND objectRef.resource = 'serviceaccounts' AND objectRef.subresource = 'token' AND responseStatus.code = 201 AND startswith(user.username, 'system:node:') AND startswith(annotations['authentication.kubernetes.io/issued-credential-id'], 'JTI=') AND (stage = 'ResponseComplete' OR stage = 'Panic' OR stage is null))
   UNION ALL
-  SELECT *, 'kubernetes_pod_token_used' AS sigma_rule, user.extra['authentication.kubernetes.io/credential-id'][0] AS credential_id FROM (SELECT * FROM k8s_audit WHERE startswith(user.extra['authentication.kubernetes.io/credential-id'][0], 'JTI=') AND startswith(user.extra['authentication.kubernetes.io/pod-name'][0], '') AND (stage = 'ResponseComplete' OR stage = 'Panic' OR stage is null))
+  SELECT *, 'kubernetes_pod_token_used' AS sigma_rule, user.extra['authentication.kubernetes.io/credential-id'][0] AS credential_id FROM (SELECT * FROM k8s_audit WHERE exists(user.extra['authentication.kubernetes.io/credential-id'], _e -> startswith(_e, '')) AND exists(user.extra['authentication.kubernetes.io/pod-name'], _e -> startswith(_e, '')) AND (stage = 'ResponseComplete' OR stage = 'Panic' OR stage is null))
 ),
 events AS (
   SELECT credential_id AS credential_id, element_at(sourceIPs, -1) AS sigma_value, sigma_rule,
