@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/bench_replay.py [--events 1000000] [--dir bench-data]
 
+Replay runs every rule, the correlation rules included (their base rules' events read once
+more, over all files); the references run the TokenRequest rule's condition only.
 (a) a plain Python loop: the standard json module, the same condition in Python;
 (b) DuckDB running a hand-written query with an explicit column list over the same file that
 does replay's job (each alert as a JSON line with the same triage fields); (b1), the same
@@ -203,7 +205,10 @@ def main() -> None:
     counted = measure([py, "-c", DUCKDB_COUNT, str(big)])
     handwritten = measure([py, "-c", DUCKDB_ALERTS, str(big)])
     loop = measure([py, "-c", PYTHON_LOOP, str(big)])
-    alerts = len(replay[2].splitlines())
+    lines = [json.loads(line) for line in replay[2].splitlines()]
+    # the TokenRequest rule's alerts (the correlation rules' alert per group come on top)
+    alerts = sum(1 for line in lines if "correlation" not in line)
+    groups = len(lines) - alerts
     counts = (alerts, int(counted[2]), len(handwritten[2].splitlines()), int(loop[2]))
     assert len(set(counts)) == 1, counts
 
@@ -215,7 +220,7 @@ def main() -> None:
     ):
         rate = args.events / seconds
         print(f"{name:25} {seconds:7.2f} s  {rate:>10,.0f} events/s  {mib:7.0f} MiB")
-    print(f"alerts: {alerts} (all four agree)")
+    print(f"alerts: {alerts} (all four agree); replay's correlation alerts: {groups}")
     print(f"replay vs (a): {loop[0] / replay[0]:.1f}x faster (bound >= 4x)")
     print(f"replay vs (b): {replay[0] / handwritten[0]:.2f}x the time (bound <= 1.5x)")
     print(f"replay vs (b1): {replay[0] / counted[0]:.2f}x the time (count only, for reference)")

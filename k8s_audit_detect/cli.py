@@ -187,12 +187,12 @@ def convert_correlations(target: Target, collection: SigmaCollection) -> dict[st
     backend_class = _backend_class(target.correlation_backend or target.backend)
     pipelines = " + ".join(f"pipelines/{name}" for name in target.pipelines)
     queries: dict[str, str] = {}
+    with _libyaml():  # one backend for the target's correlations, as for its plain rules
+        backend = backend_class(
+            processing_pipeline=_pipeline(target), **dict(target.backend_options)
+        )
     for rule in todo:
         where = f"{_rel(rule.source.path)}: target {target.name}"
-        with _libyaml():  # a fresh backend and pipeline per correlation: both keep state
-            backend = backend_class(
-                processing_pipeline=_pipeline(target), **dict(target.backend_options)
-            )
         try:
             query, unmapped = correlations.convert(backend, rule)
         except SigmaError as error:

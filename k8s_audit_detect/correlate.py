@@ -140,6 +140,15 @@ def replay_correlations(
                 warn(f"{path}: {len(bad) - MAX_REPORTED_LINES} more malformed lines skipped")
         connection.execute(view_sql(files, fields, ignore_errors=True))
         connection.execute(matched_table_sql(base_queries))
+    yield from correlate_table(connection, correlations)
+
+
+def correlate_table(
+    connection: Any, correlations: Sequence[tuple[SigmaCorrelationRule, str]]
+) -> Iterator[tuple[str, str]]:
+    """(rule id, alert line) for each correlation's groups, over the table `k8s_audit` of the
+    events the base rules match (however it was filled: replay_correlations' own read, or a
+    single-pass reader that appends each batch's matches)."""
     for rule, query in correlations:
         result = connection.execute(f"SELECT to_json(alert) FROM ({query}) AS alert")
         for (row,) in result.fetchall():
