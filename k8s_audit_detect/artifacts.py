@@ -488,9 +488,11 @@ def rule_card(
     queries: Sequence[tuple[str, ...]],
     environments: Sequence[tuple[str, list[tuple[str, str]]]],
     evidence: str,
+    unavailable: Sequence[tuple[str, str]] = (),
 ) -> str:
     """queries: (target, platform, verified by, unverified, query) for the rule alone or, for a
-    platform-tied target, its environment; environments: (env, [(filter title, path)])."""
+    platform-tied target, its environment; environments: (env, [(filter title, path)]);
+    unavailable: (target, why) for each target that cannot express the rule."""
     tactics, techniques = attack(rule)
     stem = Path(rule.source.path).stem
     lines = [
@@ -529,6 +531,10 @@ def rule_card(
         if unverified:
             lines += [f"**Unverified**: {unverified}.", ""]
         lines += ["```", query, "```", ""]
+    if unavailable:
+        lines += ["## Not available on", ""]
+        lines += [f"- {target}: {why}" for target, why in unavailable]
+        lines += [""]
     return "\n".join(lines)
 
 
