@@ -237,7 +237,7 @@ def splunk_app(converted: Converted, options: dict[str, Any]) -> dict[str, str]:
         )
         macros.append(
             _conf_stanza(
-                f"{rule.name}_filter",
+                f"{rule.name or Path(rule.source.path).stem}_filter",
                 {
                     "definition": "search *",
                     "description": f"Local tuning for '{rule.title}': update to exclude "

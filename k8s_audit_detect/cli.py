@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pySigma is imported where it is used: --help and --list sta
     from sigma.conversion.base import Backend
     from sigma.processing.pipeline import ProcessingPipeline
     from sigma.rule import SigmaRule
-    from sigma.types import SigmaString
+    from sigma.types import SigmaType
 
 from k8s_audit_detect.targets import (
     ARTIFACTS,
@@ -57,7 +57,7 @@ __all__ = [
     "list_targets",
     "load_rules",
     "main",
-    "refused_value",
+    "refusal",
     "render",
     "rule_cards",
     "rule_stem",
@@ -108,25 +108,26 @@ def convert_target(target: Target, collection: SigmaCollection) -> dict[str, str
             converted = backend.convert_rule(copy.deepcopy(rule))
             output = backend.finalize(converted, backend.default_format)
         except SigmaError as error:
-            refused = refused_value(pipeline, rule)
+            refused = refusal(pipeline, rule)
             if refused is not None:
                 where, field, value, reason = refused
-                raise UserError(
-                    f"{_rel(where)}: target {target.name}: {field} value "
-                    f"{rules.sigma_text(value)}: {reason}"
-                ) from error
+                what = f"field {field}" if value is None else f"{field} value {_shown(value)}"
+                raise UserError(f"{_rel(where)}: target {target.name}: {what}: {reason}") from error
             message = _one_line(ValueError.__str__(error))  # pySigma's " in <file>" left out
             where: object = rule.source.path
             unmapped = "The following fields are not mapped: "
+            if isinstance(error, SigmaTransformationError) and message.startswith(unmapped):
+                fields = message.removeprefix(unmapped)
+                where = _brought_by(rule, set(fields.split(", ")))
+                whose = "rule" if where == rule.source.path else "filter"
+                raise UserError(
+                    f"{_rel(where)}: target {target.name}: field {fields}: not a field of the "
+                    "Kubernetes audit Event (audit.k8s.io/v1) that this target knows; write the "
+                    f"Event's own field names in the {whose} (objectRef.resource, user.username, "
+                    "annotations.<key>, ...; README: Bring your own Kubernetes rules)"
+                ) from error
             if not isinstance(error, SigmaTransformationError):
                 message += "; fix the rule (check it with `sigma check`)"
-            elif message.startswith(unmapped):
-                where = _brought_by(rule, set(message.removeprefix(unmapped).split(", ")))
-                if where == rule.source.path:
-                    message += "; map the field in the pipeline or change the rule"
-                else:
-                    message += "; the filter uses a field this target cannot search: change "
-                    "the filter, or map the field in the pipeline"
             # else a pipeline's own refusal, which says why and what to do
             raise UserError(
                 f"{_rel(where)}: target {target.name} (pipeline {pipelines}): {message}"
@@ -170,13 +171,14 @@ def _one_line(error: object) -> str:
     return " ".join(str(error).split())
 
 
-def refused_value(
+def refusal(
     pipeline: ProcessingPipeline, rule: SigmaRule
-) -> tuple[object, str, SigmaString, str] | None:
-    """The first value a pipeline's detection_item_failure refuses: (its file, field, value,
-    the pipeline's message), found with the pipeline's own conditions; None if none does."""
+) -> tuple[object, str, SigmaType | None, str] | None:
+    """The first detection item of the rule (its filters' included) that one of the
+    pipeline's detection_item_failure items refuses, found with that item's own field name and
+    value conditions: (its file, its field, the refused value or None when the field itself is
+    refused, the pipeline's message); None if none does."""
     from sigma.processing.transformations import DetectionItemFailureTransformation
-    from sigma.types import SigmaString
 
     failures = [
         item
@@ -186,15 +188,39 @@ def refused_value(
     for failure in failures:
         conditions = failure.detection_item_conditions
         for item in _detection_items(rule):
-            for value in item.value:
-                if (
-                    isinstance(value, SigmaString)
-                    and conditions
-                    and all(getattr(c, "match_value", lambda _: False)(value) for c in conditions)
-                ):
-                    where = item.source or rule.source
-                    return where, item.field, value, failure.transformation.message
+            try:  # on the rule as written: a condition on pipeline state cannot tell
+                if not failure.match_detection_item(item):
+                    continue
+            except Exception:
+                continue
+            value = next(
+                (
+                    value
+                    for value in item.value
+                    if conditions
+                    and not failure.detection_item_condition_negation
+                    and all(getattr(c, "match_value", _no)(value) for c in conditions)
+                ),
+                None,
+            )
+            where = item.source or rule.source
+            return where, item.field, value, failure.transformation.message
     return None
+
+
+def _no(value: object) -> bool:
+    return False
+
+
+def _shown(value: SigmaType) -> str:
+    """A refused value as the rule writes it: 'text', /regex/, a CIDR range or a number."""
+    from sigma.types import SigmaRegularExpression, SigmaString
+
+    if isinstance(value, SigmaString):
+        return rules.sigma_text(value)
+    if isinstance(value, SigmaRegularExpression):
+        return f"/{value.regexp}/"
+    return str(value)
 
 
 @functools.cache
@@ -239,10 +265,14 @@ def _installed_backends() -> dict[str, type[Backend]]:
     """pySigma's installed backend plugins, and this project's own (k8s_audit_detect/)."""
     from sigma.plugins import InstalledSigmaPlugins
 
+    import k8s_audit_detect.pipeline_types  # noqa: F401  (registers this project's YAML types)
     from k8s_audit_detect.cloudwatch import CloudWatchLogsInsightsBackend
 
     # Importing a backend imports its own pipelines module, which registers the YAML
     # transformation types it brings (Loki's set_custom_attribute): backends only are enough.
+    # This project's own types (gke_method_name, sigma_regex_whole_value, field_name_regex,
+    # keyed_prefix_mapping, value_type) are registered by importing
+    # k8s_audit_detect/pipeline_types.py, here.
     plugins = InstalledSigmaPlugins.autodiscover(include_pipelines=False, include_validators=False)
     return {
         **plugins.backends,

@@ -4,7 +4,8 @@ chain (as TARGETS composes it), so that a sigma-cli user who installed the packa
 
 pySigma finds them through the packages sigma.pipelines.k8s_audit_detect and
 sigma.backends.k8s_audit_detect (k8s_audit_detect/sigma_plugin/, installed under those names
-by pyproject.toml). Nothing is read at import: a pipeline's YAML is parsed when it is used.
+by pyproject.toml). Nothing is read at import: a pipeline's YAML is parsed when it is used;
+importing it registers this project's pipeline types (below).
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from collections.abc import Callable
 # sigma-cli command.
 from sigma.processing.pipeline import ProcessingPipeline
 
+# The YAML pipelines name this project's own pySigma types (k8s_audit_detect/pipeline_types.py:
+# gke_method_name, sigma_regex_whole_value, field_name_regex, keyed_prefix_mapping, value_type):
+# importing the module
+# registers them in pySigma's registries, for the chains below and for `-p <file>.yml` alike.
+import k8s_audit_detect.pipeline_types  # noqa: F401
 from k8s_audit_detect import paths
 from k8s_audit_detect.targets import TARGETS, Target
 

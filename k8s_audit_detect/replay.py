@@ -19,7 +19,8 @@ from k8s_audit_detect import UserError
 if TYPE_CHECKING:
     from sigma.rule import SigmaRule
 
-# Audit Event paths whose DuckDB type is not VARCHAR.
+# Audit Event paths whose DuckDB type is not VARCHAR (audit.k8s.io/v1: the status code is
+# an integer; sourceIPs, the groups and every user.extra value are lists of strings).
 FIELD_TYPES: dict[str, str] = {
     "responseStatus.code": "BIGINT",
     "requestObject.spec.expirationSeconds": "BIGINT",
@@ -27,16 +28,40 @@ FIELD_TYPES: dict[str, str] = {
     "impersonatedUser.groups": "VARCHAR[]",
     "sourceIPs": "VARCHAR[]",
     "requestObject.spec.audiences": "VARCHAR[]",
+    # two members inside the pod spec's lists, for the short names below
+    "requestObject.spec.volumes.hostPath.path": "VARCHAR",
+    "requestObject.spec.containers.securityContext.capabilities.add": "VARCHAR[]",
 }
-# Top-level members whose keys contain dots: "annotations.authorization.k8s.io/decision" is
-# the key "authorization.k8s.io/decision" of "annotations", read as a struct of just the keys
-# the rule needs.
-DOTTED_KEY_MEMBERS = frozenset({"annotations"})
+# Maps whose keys contain dots: "annotations.authorization.k8s.io/decision" is the key
+# "authorization.k8s.io/decision" of "annotations", read as a struct of just the keys the
+# rule needs; user.extra's values are lists.
+DOTTED_KEY_MEMBERS = ("annotations", "user.extra", "impersonatedUser.extra")
+LIST_KEY_MEMBERS = ("user.extra", "impersonatedUser.extra")
+# Members that are lists of objects (the pod spec's), read as lists of structs.
+OBJECT_LISTS = frozenset({"requestObject.spec.volumes", "requestObject.spec.containers"})
+# SigmaHQ's short names (pySigma's ecs_kubernetes pipeline) as list columns of the view: the
+# path of every hostPath volume, every capability a container adds.
+SHORT_NAMES: dict[str, tuple[str, str]] = {
+    "hostPath": (
+        "requestObject.spec.volumes.hostPath.path",
+        'list_filter(list_transform("requestObject"."spec"."volumes", lambda _v: '
+        '_v."hostPath"."path"), lambda _p: _p IS NOT NULL)',
+    ),
+    "capabilities": (
+        "requestObject.spec.containers.securityContext.capabilities.add",
+        'flatten(list_transform("requestObject"."spec"."containers", lambda _c: '
+        'coalesce(_c."securityContext"."capabilities"."add", [])))',
+    ),
+}
 # Always carried into an alert, whatever the rule lists in `fields`.
 ALERT_FIELDS = ("auditID", "stage", "requestReceivedTimestamp")
 VIEW = "k8s_audit"
 MAX_REPORTED_LINES = 20
 BATCH = 2048
+
+
+# SigmaHQ's short names the duckdb pipeline maps to an Event path (the column the query reads).
+ALIASES = {"apiGroup": "objectRef.apiGroup"}
 
 
 def rule_fields(rule: SigmaRule) -> list[str]:
@@ -47,8 +72,8 @@ def rule_fields(rule: SigmaRule) -> list[str]:
         for item in detection.detection_items:
             if hasattr(item, "detection_items"):
                 walk(item)
-            elif item.field and item.field not in found:
-                found.append(item.field)
+            elif item.field and ALIASES.get(item.field, item.field) not in found:
+                found.append(ALIASES.get(item.field, item.field))
 
     for detection in rule.detection.detections.values():
         walk(detection)
@@ -57,31 +82,45 @@ def rule_fields(rule: SigmaRule) -> list[str]:
 
 def path_parts(field: str) -> list[str]:
     """The JSON members a Sigma field name walks: annotations.<key with dots> is two."""
-    head, _, rest = field.partition(".")
-    return [head, rest] if head in DOTTED_KEY_MEMBERS else field.split(".")
+    for member in DOTTED_KEY_MEMBERS:
+        if field.startswith(member + "."):
+            return [*member.split("."), field.removeprefix(member + ".")]
+    return field.split(".")
+
+
+def field_type(field: str) -> str:
+    if field.startswith(tuple(member + "." for member in LIST_KEY_MEMBERS)):
+        return "VARCHAR[]"
+    return FIELD_TYPES.get(field, "VARCHAR")
 
 
 def json_columns(fields: list[str]) -> dict[str, str]:
     """DuckDB read_json `columns`: the top-level members those paths need, with their types."""
     tree: dict[str, Any] = {}
     for field in fields:
+        field = SHORT_NAMES[field][0] if field in SHORT_NAMES else field
         parts = path_parts(field)
         node = tree
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node.setdefault(parts[-1], FIELD_TYPES.get(field, "VARCHAR"))
+        node.setdefault(parts[-1], field_type(field))
 
-    def sql_type(node: Any) -> str:
+    def sql_type(node: Any, path: str) -> str:
         if isinstance(node, str):
             return node
-        members = ", ".join(f"{_ident(name)} {sql_type(child)}" for name, child in node.items())
-        return f"STRUCT({members})"
+        members = ", ".join(
+            f"{_ident(name)} {sql_type(child, f'{path}.{name}'.lstrip('.'))}"
+            for name, child in node.items()
+        )
+        return f"STRUCT({members})" + ("[]" if path in OBJECT_LISTS else "")
 
-    return {name: sql_type(node) for name, node in tree.items()}
+    return {name: sql_type(node, name) for name, node in tree.items()}
 
 
 def column_expression(field: str) -> str:
     """How the view reads one audit path out of the JSON columns."""
+    if field in SHORT_NAMES:
+        return SHORT_NAMES[field][1]
     parts = path_parts(field)
     return ".".join(_ident(part) for part in parts)
 

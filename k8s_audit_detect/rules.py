@@ -80,7 +80,26 @@ def load_rules(
         for error in rule.errors:
             where = relative(getattr(error, "source", None) or rule.source, root)
             raise UserError(f"{where}: {error}; fix the rule (check it with `sigma check`)")
+    for rule in sigma_rules(collection):
+        check_logsource(rule, root)
     return collection
+
+
+# The logsource categories a Kubernetes audit rule has: none, or `application` as SigmaHQ's
+# rules/application/kubernetes/audit/ write it (the pipelines match product and service).
+AUDIT_CATEGORIES = (None, "application")
+
+
+def check_logsource(rule: SigmaRule, root: Path | None) -> None:
+    """A rule's logsource category is none or application; the product and service are the
+    pipelines' to refuse, in their own words."""
+    category = rule.logsource.category
+    if category not in AUDIT_CATEGORIES:
+        raise UserError(
+            f"{relative(rule.source, root)}: logsource category '{category}' is not one of a "
+            "Kubernetes audit rule (none, or application as SigmaHQ writes them); write "
+            "`logsource: {product: kubernetes, service: audit}`"
+        )
 
 
 def parse(path: Path, root: Path | None) -> SigmaCollection:

@@ -56,7 +56,8 @@ class Target:
 
 GKE_UNVERIFIED = (
     "whether GKE logs TokenRequest at all: Elastic ships a rule on its method name, Panther "
-    "states GKE does not log it, and no real GKE record of it is public"
+    "states GKE does not log it, and no real GKE record of it is public; the method names of "
+    "API groups outside k8s.io (no public example: the labels assumed reversed as for k8s.io's)"
 )
 SUMO_UNVERIFIED = (
     "whether = and in compare case-sensitively (Sumo documents it for like and matches only)"

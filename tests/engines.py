@@ -24,6 +24,7 @@ from shapes import (
     elastic_aws_eks_types,
     elastic_azure_platformlogs,
     elastic_gcp_audit,
+    elastic_gcp_types,
     elastic_kubernetes,
     elastic_kubernetes_types,
     gke_cloud_audit_log,
@@ -67,6 +68,10 @@ def eql_runner(shape: Shape) -> Runner:
         # line breaks as Elasticsearch's does.
         saved_to_regex = eql.functions.Wildcard.to_regex
         eql.functions.Wildcard.to_regex = classmethod(_whole_value_wildcards)
+        # Elasticsearch's `regex` is Lucene's regexp, matched against the whole value (. any
+        # character); the engine's re.match only anchors the start.
+        saved_match = eql.functions.Match.get_callback
+        eql.functions.Match.get_callback = classmethod(_whole_value_regex_callback)
 
         with elasticsearch_syntax, ignore_missing_functions:
             parsed = eql.parse_query(query)
@@ -80,9 +85,22 @@ def eql_runner(shape: Shape) -> Runner:
         finally:
             eql.utils.CASE_INSENSITIVE = True
             eql.functions.Wildcard.to_regex = saved_to_regex
+            eql.functions.Match.get_callback = saved_match
         return {e.data["_case_id"] for hit in hits for e in hit.events}
 
     return run
+
+
+def _whole_value_regex_callback(cls: type, source_ast: Any, *regex_literals: Any) -> Any:
+    """EQL's regex as Elasticsearch runs it: the whole value must match, . spans lines."""
+    import re
+
+    compiled = re.compile("|".join(f"(?:{r.value})" for r in regex_literals), re.DOTALL)
+
+    def callback(source: Any, *_: Any) -> bool | None:
+        return compiled.fullmatch(source) is not None if isinstance(source, str) else None
+
+    return callback
 
 
 def _whole_value_wildcards(cls: type, *wildcards: str) -> str:
@@ -117,7 +135,7 @@ def aks_elastic(event: dict[str, Any]) -> dict[str, Any]:
     return elastic_azure_platformlogs(aks_diagnostic_record(event))
 
 
-LUCENE_JARS = ("core", "queryparser", "memory", "analyzers-common")
+LUCENE_JARS = ("core", "queryparser", "memory", "analyzers-common", "misc")
 LUCENE_MAIN = Path(__file__).resolve().parent / "lucene" / "LuceneMatch.java"
 
 
@@ -222,11 +240,13 @@ def run_kql(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path) 
     table name is the query's first line, AKSAudit or AKSAuditAdmin)."""
     names = [*AKS_AUDIT_STRINGS, *AKS_AUDIT_DYNAMICS]
     types = ["VARCHAR"] * len(AKS_AUDIT_STRINGS) + ["JSON"] * len(AKS_AUDIT_DYNAMICS)
+    table = query.splitlines()[0].strip()
+    # AKSAuditAdmin holds no get and list events (azure-monitor-ref/tables/aksauditadmin.md)
+    kept = [e for e in events if table != "AKSAuditAdmin" or e.get("verb") not in ("get", "list")]
     rows = [
         [row[n] if n in AKS_AUDIT_STRINGS else _json_or_null(row[n]) for n in names]
-        for row in (aks_audit_row(event) for event in events)
+        for row in (aks_audit_row(event) for event in kept)
     ]
-    table = query.splitlines()[0].strip()
     return _kql_hits(query, "tostring(AuditId)", table, list(zip(names, types, strict=True)), rows)
 
 
@@ -278,7 +298,8 @@ def _json_or_null(value: Any) -> str | None:
 SPARK_AUDIT_SCHEMA = (
     "kind STRING, apiVersion STRING, level STRING, auditID STRING, stage STRING, "
     "requestURI STRING, verb STRING, userAgent STRING, sourceIPs ARRAY<STRING>, "
-    "user STRUCT<username: STRING, uid: STRING, groups: ARRAY<STRING>>, "
+    "user STRUCT<username: STRING, uid: STRING, groups: ARRAY<STRING>, "
+    "extra: MAP<STRING, ARRAY<STRING>>>, "
     "impersonatedUser STRUCT<username: STRING, groups: ARRAY<STRING>>, "
     "objectRef STRUCT<resource: STRING, subresource: STRING, namespace: STRING, name: STRING, "
     "apiGroup: STRING, apiVersion: STRING>, "
@@ -330,7 +351,7 @@ ENGINES: dict[str, tuple[str, Runner]] = {
         lucene_runner(elastic_aws_eks_audit, elastic_aws_eks_types),
     ),
     "gke-eql": ("elastic-gke-eql", eql_runner(gke_elastic)),
-    "gke-lucene": ("elastic-gke-lucene", lucene_runner(gke_elastic)),
+    "gke-lucene": ("elastic-gke-lucene", lucene_runner(gke_elastic, elastic_gcp_types)),
     "aks-lucene": ("elastic-aks-lucene", lucene_runner(aks_elastic)),
     "kql-aksaudit": ("sentinel-aksaudit", run_kql),
     "kql-aksauditadmin": ("sentinel-aksauditadmin", run_kql),

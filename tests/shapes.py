@@ -65,19 +65,57 @@ ELASTIC_KUBERNETES_AUDIT_KEYWORD = {
     "requestObject.spec.containers.securityContext.capabilities.add",
     "responseObject.roleRef.kind",
 }
-ELASTIC_KUBERNETES_AUDIT_LONG = {"responseStatus.code"}
+ELASTIC_KUBERNETES_AUDIT_KEYWORD |= {
+    # booleans (indexed as true/false) and keywords of the pod spec
+    *(f"requestObject.spec.{name}" for name in ("hostNetwork", "hostIPC", "hostPID")),
+    "requestObject.spec.securityContext.runAsNonRoot",
+    *(
+        f"requestObject.spec.containers.securityContext.{name}"
+        for name in ("privileged", "allowPrivilegeEscalation", "runAsNonRoot", "procMount")
+    ),
+    *(f"responseObject.spec.{name}" for name in ("hostNetwork", "hostIPC", "hostPID")),
+    "responseObject.spec.restartPolicy",
+    *(
+        f"responseObject.spec.containers.securityContext.{name}"
+        for name in ("privileged", "allowPrivilegeEscalation")
+    ),
+}
+ELASTIC_KUBERNETES_AUDIT_LONG = {
+    "responseStatus.code",
+    "requestObject.spec.securityContext.runAsUser",
+    "requestObject.spec.securityContext.runAsGroup",
+    "requestObject.spec.containers.securityContext.runAsUser",
+    "requestObject.spec.containers.securityContext.runAsGroup",
+    "responseObject.spec.containers.securityContext.runAsUser",
+}
+# `flattened` fields: the root and every key under it hold keywords.
+ELASTIC_KUBERNETES_AUDIT_FLATTENED = tuple(
+    f"{member}.spec.{name}"
+    for member in ("requestObject", "responseObject")
+    for name in ("volumes.hostPath", "containers.volumeMounts")
+)
+# ECS fields of type `ip` the integration's ingest pipeline fills from sourceIPs.
+ELASTIC_IP_FIELDS = {"source.ip", "client.ip"}
 
 
 def elastic_kubernetes_types(path: str) -> str:
     """The Elasticsearch type of a document path in the Kubernetes integration's data stream:
-    its fields.yml for kubernetes.audit.*, user.extra.* keyword (object_type keyword); the ECS
-    copies (event.*, user.*, user_agent.original, source.ip, client.ip) keyword-like (source.ip
-    is an `ip` field, which compares whole addresses like a keyword)."""
+    its fields.yml for kubernetes.audit.*, user.extra.* keyword (object_type keyword), the
+    flattened hostPath and volumeMounts keywords at every key; source.ip and client.ip `ip`
+    (addresses and CIDR ranges); the other ECS copies (event.*, user.*, user_agent.original)
+    keyword."""
     prefix = "kubernetes.audit."
+    if path in ELASTIC_IP_FIELDS:
+        return "ip"
     if not path.startswith(prefix):
         return "keyword"
     member = path.removeprefix(prefix)
     if member.startswith(("user.extra.", "impersonatedUser.extra.")):
+        return "keyword"
+    if member.startswith(ELASTIC_KUBERNETES_AUDIT_FLATTENED) and (
+        member in ELASTIC_KUBERNETES_AUDIT_FLATTENED
+        or member.startswith(tuple(f"{root}." for root in ELASTIC_KUBERNETES_AUDIT_FLATTENED))
+    ):
         return "keyword"
     if member in ELASTIC_KUBERNETES_AUDIT_TEXT:
         return "text"
@@ -228,6 +266,7 @@ AKS_AUDIT_DYNAMICS = {
     "ResponseStatus": "responseStatus",
     "Annotations": "annotations",
     "RequestObject": "requestObject",
+    "ResponseObject": "responseObject",
 }
 
 
@@ -337,8 +376,9 @@ def elastic_gcp_audit(record: dict[str, Any]) -> dict[str, Any]:
     """A Cloud Audit Log record as Elastic's GCP integration indexes it (logs-gcp.audit-*,
     packages/gcp/data_stream/audit): event.action = methodName, client.user.email and
     user.email = principalEmail, source.ip = callerIp, user_agent.original, service.name,
-    gcp.audit.resource_name and gcp.audit.status.code, event.outcome from the status, and
-    orchestrator.namespace / .resource.type / .resource.name parsed from the resource name."""
+    gcp.audit.resource_name and gcp.audit.status.code, event.outcome from the status, the
+    record's labels as gcp.audit.labels, and orchestrator.namespace / .resource.type /
+    .resource.name parsed from the resource name."""
     payload = record["protoPayload"]
     principal = payload.get("authenticationInfo", {}).get("principalEmail")
     metadata = payload.get("requestMetadata", {})
@@ -356,6 +396,8 @@ def elastic_gcp_audit(record: dict[str, Any]) -> dict[str, Any]:
         doc["user"] = {"email": principal}
     if metadata.get("callerIp"):
         doc["source"] = {"ip": metadata["callerIp"]}
+    if record.get("labels"):  # the ingest pipeline's gcp.audit.labels <- labels (flattened)
+        doc["gcp"]["audit"]["labels"] = dict(record["labels"])
     if metadata.get("callerSuppliedUserAgent"):
         doc["user_agent"] = {"original": metadata["callerSuppliedUserAgent"]}
     parsed = re.match(
@@ -418,3 +460,9 @@ def elastic_azure_platformlogs(record: dict[str, Any]) -> dict[str, Any]:
             }
         }
     }
+
+
+def elastic_gcp_types(path: str) -> str:
+    """The Elasticsearch type of a path in the GCP integration's audit data stream: source.ip
+    an `ip` field (ECS), gcp.audit.labels flattened (keywords), the rest keyword."""
+    return "ip" if path in ELASTIC_IP_FIELDS else "keyword"

@@ -11,7 +11,8 @@ Review notes (what a SOC engineer checked in each):
   with ^$; a missing stage label is `stage=```; the exclusions are `!~`, so a missing user
   name alerts. The stream selector {job="kubernetes-audit"} is the one site-specific part.
 - ES|QL on GKE records (GCP integration, with the gke filters): the rule's verb, resource and
-  subresource are one exact event.action (the method name), not three searches; no stage
+  subresource are one RLIKE on event.action (the method name, any API group and version,
+  Lucene's regular expression syntax, matching the whole name), not three searches; no stage
   test (GKE has none); GKE's controllers by exact name, its managed namespace by prefix.
 - CloudWatch for EKS carries the eks filter: `not user.username =~ /^eks:/`.
 - CloudWatch Logs Insights (EKS, our own backend in k8s_audit_detect/cloudwatch.py, its
@@ -57,7 +58,8 @@ EXPECTED = {
     ),
     "elastic-gke-esql": (
         "from logs-gcp.audit-* metadata _id, _index, _version "
-        '| where event.action=="io.k8s.core.v1.serviceaccounts.token.create" '
+        '| where event.action rlike "io\\\\.k8s\\\\.([^.]+\\\\.)+v[0-9]+((alpha|beta)[0-9]+)?'
+        '\\\\.serviceaccounts\\\\.token\\\\.create" '
         'and not (starts_with(client.user.email, "system:node:") '
         'or client.user.email=="system:kube-controller-manager") '
         'and not (client.user.email in ("system:gcp-controller-manager", '

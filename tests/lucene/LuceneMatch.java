@@ -3,14 +3,16 @@
 // mapping's types: keyword fields indexed untokenized and matched case-sensitively; text
 // fields analysed with the standard analyzer (Elasticsearch's default: standard tokenizer and
 // lowercase, no stop words), at index and at query time; long fields as numbers (term and
-// range queries compare numerically). `_exists_:f` is a term on the names of the fields a
-// document has (Elasticsearch's _field_names), and a boolean group with only negative clauses
+// range queries compare numerically); ip fields as addresses (a term is an address or a CIDR
+// range, Elasticsearch's ip field query). `_exists_:f` is a term on the names of the fields a
+// document has (Elasticsearch's _field_names), and so is `f:*` (Elasticsearch's query_string
+// turns a lone * into an exists query), and a boolean group with only negative clauses
 // gets a match-all clause added (Elasticsearch's Queries.fixNegativeQueryIfNeeded, applied by
 // its query_string parser to every group).
 //
-// usage: java -cp <lucene core, queryparser, memory jars> LuceneMatch.java QUERY_FILE TYPES_FILE < DOCS
-// TYPES_FILE: one `field TAB type` line for each field that is not a keyword (type: text or
-// long). DOCS: one document per line: id, then field TAB value pairs, all TAB-separated, with
+// usage: java -cp <lucene core, queryparser, memory, misc jars> LuceneMatch.java QUERY_FILE TYPES_FILE < DOCS
+// TYPES_FILE: one `field TAB type` line for each field that is not a keyword (type: text,
+// long or ip). DOCS: one document per line: id, then field TAB value pairs, all TAB-separated, with
 // backslash, tab, line feed and carriage return escaped as \\ \t \n \r. Prints the ids of the
 // documents that match.
 import java.io.BufferedReader;
@@ -25,6 +27,8 @@ import org.apache.lucene.analysis.Analyzer;
 import org.apache.lucene.analysis.core.KeywordAnalyzer;
 import org.apache.lucene.analysis.miscellaneous.PerFieldAnalyzerWrapper;
 import org.apache.lucene.analysis.standard.StandardAnalyzer;
+import java.net.InetAddress;
+import org.apache.lucene.document.InetAddressPoint;
 import org.apache.lucene.document.LongPoint;
 import org.apache.lucene.index.memory.MemoryIndex;
 import org.apache.lucene.queryparser.classic.ParseException;
@@ -34,8 +38,12 @@ import org.apache.lucene.search.BooleanQuery;
 import org.apache.lucene.search.MatchAllDocsQuery;
 import org.apache.lucene.search.MatchNoDocsQuery;
 import org.apache.lucene.search.Query;
+import org.apache.lucene.search.TermQuery;
+import org.apache.lucene.index.Term;
 
 public class LuceneMatch {
+    static final java.util.regex.Pattern LITERAL_ADDRESS = java.util.regex.Pattern.compile("[0-9A-Fa-f:.]+");
+
     static class ElasticsearchLikeParser extends QueryParser {
         final Map<String, String> types;
 
@@ -68,6 +76,21 @@ public class LuceneMatch {
                         ? getRangeQuery(field, bound, null, inclusive, true)
                         : getRangeQuery(field, null, bound, true, inclusive);
             }
+            if ("ip".equals(types.get(field))) {  // an address, or a CIDR range
+                try {
+                    int slash = text.indexOf('/');
+                    String literal = slash < 0 ? text : text.substring(0, slash);
+                    if (!LITERAL_ADDRESS.matcher(literal).matches()) {
+                        throw new NumberFormatException(literal);
+                    }
+                    InetAddress address = InetAddress.getByName(literal);
+                    return slash < 0
+                            ? InetAddressPoint.newExactQuery(field, address)
+                            : InetAddressPoint.newPrefixQuery(field, address, Integer.parseInt(text.substring(slash + 1)));
+                } catch (java.io.IOException | NumberFormatException e) {
+                    throw new ParseException("not an ip or CIDR range for ip field " + field + ": " + text);
+                }
+            }
             if (isLong(field)) {  // a term on a long field is an exact numeric query
                 Long value = number(text);
                 if (value == null) {  // Elasticsearch fails the query (number_format_exception)
@@ -76,6 +99,14 @@ public class LuceneMatch {
                 return LongPoint.newExactQuery(field, value);
             }
             return super.getFieldQuery(field, text, quoted);
+        }
+
+        @Override
+        protected Query getWildcardQuery(String field, String termStr) throws ParseException {
+            if ("*".equals(termStr) && !"_exists_".equals(field)) {  // f:* is exists
+                return new TermQuery(new Term("_exists_", field));
+            }
+            return super.getWildcardQuery(field, termStr);
         }
 
         @Override
@@ -162,6 +193,10 @@ public class LuceneMatch {
                 String value = unescape(cells[i + 1]);
                 if ("long".equals(types.get(field))) {
                     index.addField(new LongPoint(field, Long.parseLong(value)), keyword);
+                } else if ("ip".equals(types.get(field))) {
+                    if (LITERAL_ADDRESS.matcher(value).matches()) {  // never a name lookup
+                        index.addField(new InetAddressPoint(field, InetAddress.getByName(value)), keyword);
+                    }
                 } else {
                     index.addField(field, value, analyzer);
                 }
