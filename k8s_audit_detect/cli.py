@@ -71,9 +71,10 @@ __all__ = [
 # Loading and converting
 
 
-def load_rules(envs: Sequence[str] = ()) -> SigmaCollection:
-    """The rules with the filters of these environments and the organisation's applied."""
-    return rules.load_rules(paths.RULES_DIR, paths.FILTERS_DIR, envs, paths.ROOT)
+def load_rules(envs: Sequence[str] = (), *, org: bool = True) -> SigmaCollection:
+    """The rules with the filters of these environments and (unless org is False) the
+    organisation's applied."""
+    return rules.load_rules(paths.RULES_DIR, paths.FILTERS_DIR, envs, paths.ROOT, org=org)
 
 
 def _rel(path: object) -> str:
@@ -329,13 +330,17 @@ def render(
     targets: Iterable[Target],
     envs: Sequence[str] = (),
     unavailable: dict[tuple[str, str], str] | None = None,
+    *,
+    org: bool = True,
 ) -> dict[Path, str]:
     """Every output file and its content, in memory: nothing is written here. Without envs,
     each target's query for the rule alone (queries/<target>/<rule>.<ext>) and for each
     environment (queries/<target>/<env>/<rule>.<ext>), the deployable artifacts built from
     them, and a rule card per rule; with envs, for that set of them. A rule a target cannot
     express (convert_target) has no file there, and is recorded in `unavailable` as
-    {(target, rule file stem): why}; a rule no target can express is an error."""
+    {(target, rule file stem): why}; a rule no target can express is an error. With
+    org=False, without the organisation's filters (sigma/filters/org/): the files as this
+    repository ships them, whatever a fork adds there (what the tests pin)."""
     targets = list(targets)
     unavailable = {} if unavailable is None else unavailable
     collections: dict[tuple[str, ...], SigmaCollection] = {}
@@ -344,7 +349,7 @@ def render(
     for target in targets:
         for variant in target.variants(envs):
             if variant not in collections:
-                collections[variant] = load_rules(variant)
+                collections[variant] = load_rules(variant, org=org)
                 _check_unique_stems(collections[variant])
             folder = paths.QUERIES_DIR / target.name / "+".join(variant)
             refused: dict[str, str] = {}

@@ -1,5 +1,6 @@
 """The deployable artifacts: each parses with its format's own tooling where the registries
-have one, carries the rule's own metadata, and embeds exactly the query the engines ran."""
+have one, carries the rule's own metadata, and embeds exactly the query the engines ran. Every
+rule has its entry (a fork's rules too); the TokenRequest rule's is checked field by field."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ import pytest
 import yaml
 from addonfactory_splunk_conf_parser_lib import TABConfigParser
 from cases import load_cases, load_env_cases, raw_event
+from conftest import RULE_STEM
 from engines import run_kql, run_kql_azurediagnostics
 from shapes import elastic_kubernetes_types
 
 from convert import ARTIFACTS, QUERIES_DIR, TARGETS_BY_NAME
-from k8s_audit_detect.artifacts import arm_literals, triage_guide
+from k8s_audit_detect.artifacts import LEVELS, arm_literals, triage_guide
+from k8s_audit_detect.rules import rule_stem
 
-RULE_STEM = "credential_access_kubernetes_serviceaccount_token_requested"
 ARTIFACT = {a.name: a for a in ARTIFACTS}
 
 
@@ -34,22 +36,31 @@ KIBANA = [(n, v) for n in ARTIFACT if n.startswith("kibana-") for v in variants_
 @pytest.mark.parametrize(
     ("name", "variant"), KIBANA, ids=[f"{n}-{'+'.join(v) or 'rule'}" for n, v in KIBANA]
 )
-def test_kibana_rule(name, variant, generated, query_for, token_rule) -> None:
-    text = generated[QUERIES_DIR / name / "+".join(variant) / f"{RULE_STEM}.ndjson"]
-    (line,) = text.splitlines()
-    rule = json.loads(line)
+def test_kibana_rule(name, variant, generated, query_for, token_rule, all_rules) -> None:
     target = ARTIFACT[name].target
-    assert rule["query"] == query_for(target, variant)
     # the rule alone, and the GKE and AKS integrations' own environment, keep their old id
     tied = TARGETS_BY_NAME[target].environments is not None
     expected = f"{name}/{'+'.join(variant)}" if variant and not tied else name
-    assert rule["rule_id"] == str(uuid.uuid5(token_rule.id, expected))
-    assert (rule["type"], rule["language"]) == ("query", "lucene")
-    assert rule["index"] == list(ARTIFACT[name].options["index"])
+    for each in all_rules:
+        stem = rule_stem(each)
+        text = generated[QUERIES_DIR / name / "+".join(variant) / f"{stem}.ndjson"]
+        (line,) = text.splitlines()
+        document = json.loads(line)
+        assert document["query"] == query_for(target, variant, stem)
+        assert document["rule_id"] == str(uuid.uuid5(each.id, expected))
+        assert (document["type"], document["language"]) == ("query", "lucene")
+        assert document["index"] == list(ARTIFACT[name].options["index"])
+        severity, risk_score, _, _ = LEVELS[each.level.name.lower()]
+        assert (document["name"], document["severity"], document["risk_score"]) == (
+            each.title,
+            severity,
+            risk_score,
+        )
+        assert document["false_positives"] == each.falsepositives
+        assert document["references"] == each.references
+        assert document["note"] == triage_guide(each)
+    rule = json.loads(generated[QUERIES_DIR / name / "+".join(variant) / f"{RULE_STEM}.ndjson"])
     assert (rule["name"], rule["severity"], rule["risk_score"]) == (token_rule.title, "medium", 47)
-    assert rule["false_positives"] == token_rule.falsepositives
-    assert rule["references"] == token_rule.references
-    assert rule["note"] == triage_guide(token_rule)
     (threat,) = rule["threat"]
     assert threat["tactic"]["id"] == "TA0006"
     ids = {t["id"] for t in threat["technique"]} | {
@@ -59,7 +70,7 @@ def test_kibana_rule(name, variant, generated, query_for, token_rule) -> None:
     assert (rule["from"], rule["interval"]) == ("now-6m", "5m")
 
 
-def test_kibana_rule_ids_are_unique_across_every_ndjson_file(generated) -> None:
+def test_kibana_rule_ids_are_unique_across_every_ndjson_file(generated, all_rules) -> None:
     """One Kibana holds every variant side by side only if no two share a rule_id: importing
     a second rule with the same rule_id is refused, or with overwrite replaces the first."""
     ids: dict[str, list[str]] = {}
@@ -67,7 +78,8 @@ def test_kibana_rule_ids_are_unique_across_every_ndjson_file(generated) -> None:
         if path.suffix == ".ndjson":
             for line in text.splitlines():
                 ids.setdefault(json.loads(line)["rule_id"], []).append(str(path))
-    assert len(ids) == sum(len(variants_of(n)) for n in ARTIFACT if n.startswith("kibana-"))
+    variants = sum(len(variants_of(n)) for n in ARTIFACT if n.startswith("kibana-"))
+    assert len(ids) == variants * len(all_rules)
     shared = {rule_id: paths for rule_id, paths in ids.items() if len(paths) > 1}
     assert not shared
 
@@ -81,9 +93,9 @@ SUPPRESSED_BY = {
 
 
 @pytest.mark.parametrize("name", SUPPRESSED_BY)
-def test_kibana_rule_alerts_once_per_audited_request(name, generated) -> None:
-    for variant in variants_of(name):
-        text = generated[QUERIES_DIR / name / "+".join(variant) / f"{RULE_STEM}.ndjson"]
+def test_kibana_rule_alerts_once_per_audited_request(name, generated, all_rules) -> None:
+    for variant, stem in [(v, rule_stem(r)) for v in variants_of(name) for r in all_rules]:
+        text = generated[QUERIES_DIR / name / "+".join(variant) / f"{stem}.ndjson"]
         suppression = json.loads(text)["alert_suppression"]
         assert suppression["group_by"] == [SUPPRESSED_BY[name]]
         assert suppression["duration"] == {"value": 6, "unit": "m"}  # the rule's look-back
@@ -97,7 +109,7 @@ SPLUNK = [("splunk-app", v) for v in variants_of("splunk-app")]
 @pytest.mark.parametrize(
     ("name", "variant"), SPLUNK, ids=["+".join(v) or "rule" for _, v in SPLUNK]
 )
-def test_splunk_app(name, variant, generated, query_for, token_rule) -> None:
+def test_splunk_app(name, variant, generated, query_for, token_rule, all_rules) -> None:
     folder = QUERIES_DIR / name / "+".join(variant) / "k8s_token_detect"
 
     def conf(path: str) -> TABConfigParser:
@@ -118,6 +130,15 @@ def test_splunk_app(name, variant, generated, query_for, token_rule) -> None:
     macros = conf("default/macros.conf")
     assert "kube_audit" in macros.sections()
     assert macros[f"{token_rule.name}_filter"]["definition"] == "search *"
+    # one search and one tuning macro per rule
+    assert sorted(searches.sections()) == sorted(rule.title for rule in all_rules)
+    assert sorted(macros.sections()) == sorted(
+        ["kube_audit", *(f"{rule.name}_filter" for rule in all_rules)]
+    )
+    for rule in all_rules:
+        assert searches[rule.title]["search"] == query_for("splunk", variant, rule_stem(rule))
+        _, _, severity, _ = LEVELS[rule.level.name.lower()]
+        assert searches[rule.title]["alert.severity"] == str(severity)
     app = conf("default/app.conf")
     assert app["package"]["id"] == app["id"]["name"] == "k8s_token_detect"
     assert app["id"]["version"] == app["launcher"]["version"]
@@ -224,10 +245,12 @@ SENTINEL = [n for n in ARTIFACT if n.startswith("sentinel-rules-")]
 RUNNERS = {"AzureDiagnostics": run_kql_azurediagnostics}
 
 
-def sentinel_file(name: str, generated: dict[Path, str], extension: str) -> str:
+def sentinel_file(
+    name: str, generated: dict[Path, str], extension: str, stem: str = RULE_STEM
+) -> str:
     (variant,) = variants_of(name)
     table = ARTIFACT[name].options["table"].lower()
-    return generated[QUERIES_DIR / name / "+".join(variant) / f"{RULE_STEM}_{table}.{extension}"]
+    return generated[QUERIES_DIR / name / "+".join(variant) / f"{stem}_{table}.{extension}"]
 
 
 def runs_like_the_tested_query(name: str, deployed: str, tested: str, rule, tmp: Path) -> None:
@@ -240,13 +263,20 @@ def runs_like_the_tested_query(name: str, deployed: str, tested: str, rule, tmp:
 
 @pytest.mark.parametrize("name", SENTINEL)
 def test_sentinel_rule_runs_like_the_tested_query(
-    name, generated, query_for, token_rule, tmp_path
+    name, generated, query_for, token_rule, all_rules, tmp_path
 ) -> None:
     (variant,) = variants_of(name)
     target = ARTIFACT[name].target
+    columns = ARTIFACT[name].options["entity_columns"]
+    for rule in all_rules:
+        document = yaml.safe_load(sentinel_file(name, generated, "yaml", rule_stem(rule)))
+        assert (
+            document["query"] == query_for(target, variant, rule_stem(rule)) + "\n" + columns + "\n"
+        )
+        assert (document["name"], document["kind"]) == (rule.title, "Scheduled")
     document = yaml.safe_load(sentinel_file(name, generated, "yaml"))
     tested = query_for(target, variant)
-    assert document["query"] == tested + "\n" + ARTIFACT[name].options["entity_columns"] + "\n"
+    assert document["query"] == tested + "\n" + columns + "\n"
     assert document["query"].startswith(tested + "\n| extend AccountName = ")
     assert document["kind"] == "Scheduled" and document["severity"] == "Medium"
     assert (document["queryFrequency"], document["queryPeriod"]) == ("5m", "6m")
@@ -259,7 +289,7 @@ def test_sentinel_rule_runs_like_the_tested_query(
     runs_like_the_tested_query(name, document["query"].rstrip("\n"), tested, token_rule, tmp_path)
 
 
-def test_sentinel_file_names_are_unique(generated) -> None:
+def test_sentinel_file_names_are_unique(generated, all_rules) -> None:
     """The Azure-Sentinel repository's validation finds a detection by its file name alone
     (Directory.GetFiles(..., name, AllDirectories).Single()): no two may share one."""
     names = [
@@ -267,7 +297,8 @@ def test_sentinel_file_names_are_unique(generated) -> None:
         for path in generated
         if path.is_relative_to(QUERIES_DIR) and path.relative_to(QUERIES_DIR).parts[0] in SENTINEL
     ]
-    assert len(names) == 2 * len(SENTINEL)  # the content-repository YAML and the ARM template
+    # per rule, the content-repository YAML and the ARM template
+    assert len(names) == 2 * len(SENTINEL) * len(all_rules)
     assert len(set(names)) == len(names)
 
 
@@ -289,11 +320,20 @@ ARM_REQUIRED = {
 
 
 @pytest.mark.parametrize("name", SENTINEL)
-def test_sentinel_arm_template(name, generated, query_for, token_rule, tmp_path) -> None:
+def test_sentinel_arm_template(name, generated, query_for, token_rule, all_rules, tmp_path) -> None:
     """An ARM template as the portal exports and imports it: a deployment template with a
     workspace parameter and one Sentinel scheduled rule, whose query is exactly the tested
     query plus the YAML's entity columns, and still runs like it on duckdb-kql."""
     (variant,) = variants_of(name)
+    columns = ARTIFACT[name].options["entity_columns"]
+    for rule in all_rules:  # each rule's template: its own rule id, title and query
+        stem = rule_stem(rule)
+        (resource,) = json.loads(sentinel_file(name, generated, "json", stem))["resources"]
+        rule_id = yaml.safe_load(sentinel_file(name, generated, "yaml", stem))["id"]
+        assert resource["name"].endswith(f"'/Microsoft.SecurityInsights/{rule_id}')]")
+        assert resource["properties"]["displayName"] == rule.title
+        tested = query_for(ARTIFACT[name].target, variant, stem)
+        assert resource["properties"]["query"] == tested + "\n" + columns
     template = json.loads(sentinel_file(name, generated, "json"))
     document = yaml.safe_load(sentinel_file(name, generated, "yaml"))
     assert template["$schema"] == (
@@ -338,7 +378,16 @@ def test_arm_strings_are_literals(value, literal) -> None:
     assert arm_literals(value) == literal
 
 
-def test_rule_card_shows_every_target_and_its_evidence(generated, query_for, token_rule) -> None:
+def test_rule_card_shows_every_target_and_its_evidence(
+    generated, query_for, token_rule, all_rules
+) -> None:
+    cards = [path for path in generated if path.parent == QUERIES_DIR / "cards"]
+    assert sorted(cards) == sorted(QUERIES_DIR / "cards" / f"{rule_stem(r)}.md" for r in all_rules)
+    for rule in all_rules:
+        card = generated[QUERIES_DIR / "cards" / f"{rule_stem(rule)}.md"]
+        assert card.startswith(f"# {rule.title}\n")
+        for target in TARGETS_BY_NAME.values():
+            assert query_for(target.name, stem=rule_stem(rule)) in card
     card = generated[QUERIES_DIR / "cards" / f"{RULE_STEM}.md"]
     assert card.startswith(f"# {token_rule.title}\n")
     for target in TARGETS_BY_NAME.values():
@@ -355,17 +404,25 @@ LOKI = [("loki-ruler", v) for v in variants_of("loki-ruler")]
 
 
 @pytest.mark.parametrize(("name", "variant"), LOKI, ids=["+".join(v) or "rule" for _, v in LOKI])
-def test_loki_ruler_group(name, variant, generated, query_for, token_rule) -> None:
+def test_loki_ruler_group(name, variant, generated, query_for, token_rule, all_rules) -> None:
+    """One group, one alerting rule per Sigma rule, each on that rule's tested query."""
     from test_logql import parse
 
     document = yaml.safe_load(generated[QUERIES_DIR / name / "+".join(variant) / "rules.yaml"])
     (group,) = document["groups"]
-    (alert,) = group["rules"]
+    alerts = {alert["annotations"]["sigma_id"]: alert for alert in group["rules"]}
+    assert len(alerts) == len(group["rules"]) == len(all_rules)
+    for rule in all_rules:
+        alert = alerts[str(rule.id)]
+        assert (alert["alert"], alert["annotations"]["summary"]) == (rule.name, rule.title)
+        query = query_for("loki", variant, rule_stem(rule))
+        assert alert["expr"] == f"sum(count_over_time({query} [6m])) > 0"
+    alert = alerts[str(token_rule.id)]
     assert alert["alert"] == token_rule.name
     assert alert["expr"] == f"sum(count_over_time({query_for('loki', variant)} [6m])) > 0"
     assert alert["labels"]["severity"] == "medium"
-    assert alert["annotations"]["sigma_id"] == str(token_rule.id)
-    assert parse([alert["expr"]]) == ["ok"]  # Grafana's grammar reads the metric query
+    # Grafana's grammar reads every metric query
+    assert parse([a["expr"] for a in group["rules"]]) == ["ok"] * len(all_rules)
 
 
 OPENSEARCH = [("opensearch-monitors", v) for v in variants_of("opensearch-monitors")]
@@ -374,7 +431,13 @@ OPENSEARCH = [("opensearch-monitors", v) for v in variants_of("opensearch-monito
 @pytest.mark.parametrize(
     ("name", "variant"), OPENSEARCH, ids=["+".join(v) or "rule" for _, v in OPENSEARCH]
 )
-def test_opensearch_monitor(name, variant, generated, query_for, token_rule) -> None:
+def test_opensearch_monitor(name, variant, generated, query_for, token_rule, all_rules) -> None:
+    for rule in all_rules:
+        path = QUERIES_DIR / name / "+".join(variant) / f"{rule_stem(rule)}.json"
+        monitor = json.loads(generated[path])
+        assert monitor["name"] == rule.title
+        query = monitor["inputs"][0]["search"]["query"]["query"]["bool"]["filter"][0]
+        assert query["query_string"]["query"] == query_for("opensearch", variant, rule_stem(rule))
     monitor = json.loads(generated[QUERIES_DIR / name / "+".join(variant) / f"{RULE_STEM}.json"])
     assert monitor["monitor_type"] == "query_level_monitor" and monitor["name"] == token_rule.title
     (search,) = monitor["inputs"]

@@ -8,9 +8,10 @@ import re
 from pathlib import Path
 
 from cases import EVENTS
-from conftest import one_error_line, run, snapshot
+from conftest import RULE_STEM, TOKEN_RULE_ID, one_error_line, rule_alerts, run, snapshot
 
 from convert import TARGETS
+from k8s_audit_detect.rules import rule_files
 
 ROOT = Path(__file__).resolve().parent.parent
 RULE = Path("sigma/rules/credential_access_kubernetes_serviceaccount_token_requested.yml")
@@ -67,7 +68,10 @@ def test_one_target_to_stdout_writes_nothing(repo: Path) -> None:
     assert result.returncode == 0
     headers = [line for line in result.stdout.splitlines() if line.startswith("==> ")]
     queries = [line for line in headers if line.startswith("==> queries/splunk/")]
-    assert len(queries) == 1 + len(environments())  # the rule alone, and each environment
+    rules = rule_files(repo / "sigma" / "rules")  # this repository's, and a fork's own
+    assert len(queries) == len(rules) * (1 + len(environments()))  # alone, and each env
+    token = [line for line in queries if line.endswith(f"/{RULE_STEM}.spl <==")]
+    assert len(token) == 1 + len(environments())
     assert snapshot(repo) == before
 
 
@@ -144,16 +148,19 @@ def test_replay_reports_malformed_lines_and_evaluates_the_rest(repo: Path) -> No
     )
     result = run(repo, "replay", str(log))
     assert result.returncode == 0, result.stderr
-    alerts = [json.loads(line) for line in result.stdout.splitlines()]
+    alerts = rule_alerts(result.stdout)  # the TokenRequest rule's (a fork has more rules)
     assert [(a["auditID"], a["stage"]) for a in alerts] == [(attack["auditID"], "ResponseComplete")]
-    assert alerts[0]["rule_id"] == "6f2b7a6e-3d1c-4c8e-9b7a-2e4f5d8c1a90"
+    assert alerts[0]["rule_id"] == TOKEN_RULE_ID
+    assert alerts[0]["rule"] == "Kubernetes Service Account Token Requested Outside Core Components"
     assert alerts[0]["user.username"] == "alice@example.com"
     assert alerts[0]["annotations.authorization.k8s.io/decision"] == "allow"
     assert alerts[0]["sourceIPs"] == ["203.0.113.7"]
     assert f"{log}:2: not a JSON object" in result.stderr
     assert f"{log}:5: not a JSON object" in result.stderr
     assert f"{log}:3:" not in result.stderr  # a blank line is not an error
-    assert "1 alerts" in result.stderr.splitlines()[-1]
+    summary = result.stderr.splitlines()[-1]
+    assert f"{len(result.stdout.splitlines())} alerts (" in summary
+    assert f"{alerts[0]['rule']}: 1" in summary
 
 
 def test_replay_reads_gzip_and_exits_0_without_alerts(repo: Path) -> None:
@@ -190,7 +197,7 @@ def test_replay_malformed_line_deep_in_a_large_file_alerts_once_per_event(repo: 
     log.write_text("\n".join(lines) + "\n")
     result = run(repo, "replay", str(log))
     assert result.returncode == 0, result.stderr
-    ids = [json.loads(line)["auditID"] for line in result.stdout.splitlines()]
+    ids = [alert["auditID"] for alert in rule_alerts(result.stdout)]
     assert ids == [f"a-{n}" for n in range(40_000)]
     assert f"{log}:39991: not a JSON object" in result.stderr
 
