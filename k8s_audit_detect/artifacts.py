@@ -527,13 +527,12 @@ def rule_card(
     queries: Sequence[tuple[str, ...]],
     environments: Sequence[tuple[str, list[tuple[str, str, tuple[str, ...]]]]],
     evidence: str,
-    missing: Sequence[tuple[str, str]] = (),
+    unavailable: Sequence[tuple[str, str]] = (),
 ) -> str:
     """queries: (target, platform, verified by, unverified, query) for the rule alone or, for a
     platform-tied target, its environment; environments: (env, [(filter title, path, the
     rules it names)]), each filter shown where it names the rule (a correlation: one of its
-    base rules); missing: (target, why not) for the targets that cannot express a correlation
-    rule."""
+    base rules); unavailable: (target, why) for each target that cannot express the rule."""
     named = {
         str(ref)
         for r in ([ref.rule for ref in rule.referenced_rules] if is_correlation(rule) else [rule])
@@ -576,10 +575,7 @@ def rule_card(
                 ),
             ]
             if applying
-            else [
-                "No environment filter names its rules: the identities an environment trusts "
-                "to mint tokens are not trusted to use a stolen one."
-            ]
+            else ["No environment's filter names this rule (a correlation: its base rules)."]
         ),
         "",
         "## Queries and their evidence",
@@ -587,15 +583,15 @@ def rule_card(
         evidence,
         "",
     ]
-    if missing:
-        lines += ["## Targets that cannot express it", ""]
-        lines += [f"- `{target}`: {why}" for target, why in missing]
-        lines += [""]
     for target, platform, verified_by, unverified, query in queries:
         lines += [f"### {target}: {platform}", "", f"Verified by: {verified_by}.", ""]
         if unverified:
             lines += [f"**Unverified**: {unverified}.", ""]
         lines += ["```", query, "```", ""]
+    if unavailable:
+        lines += ["## Not available on", ""]
+        lines += [f"- {target}: {why}" for target, why in unavailable]
+        lines += [""]
     return "\n".join(lines)
 
 

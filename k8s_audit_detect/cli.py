@@ -76,9 +76,10 @@ __all__ = [
 # Loading and converting
 
 
-def load_rules(envs: Sequence[str] = ()) -> SigmaCollection:
-    """The rules with the filters of these environments and the organisation's applied."""
-    return rules.load_rules(paths.RULES_DIR, paths.FILTERS_DIR, envs, paths.ROOT)
+def load_rules(envs: Sequence[str] = (), *, org: bool = True) -> SigmaCollection:
+    """The rules with the filters of these environments and (unless org is False) the
+    organisation's applied."""
+    return rules.load_rules(paths.RULES_DIR, paths.FILTERS_DIR, envs, paths.ROOT, org=org)
 
 
 def _rel(path: object) -> str:
@@ -90,23 +91,36 @@ def _rel(path: object) -> str:
 
 
 def convert_target(
-    target: Target, collection: SigmaCollection, with_correlations: bool = True
+    target: Target,
+    collection: SigmaCollection,
+    unavailable: dict[str, str] | None = None,
+    with_correlations: bool = True,
 ) -> dict[str, str]:
-    """Convert every rule for one target: {rule file stem: query}; the correlation rules too
-    unless with_correlations is False."""
+    """Convert every rule for one target: {rule file stem: query}. A rule the target's
+    pipelines refuse for what the rule itself tests (a field the platform does not record, a
+    comparison its language cannot make exactly) is an error, or, with `unavailable`, left
+    out and recorded there as {rule file stem: why}. A refusal a filter causes is always an
+    error: the filter is the user's to fix. The correlation rules too (one the target cannot
+    express is left out: targets.py says why, --list and the rule card show it), unless
+    with_correlations is False."""
     plain = [rule for rule in sigma_rules(collection) if rule._output]  # not a base rule
-    queries = {rule_stem(rule): query for rule, query in convert_plain(target, plain)}
-    return queries | (convert_correlations(target, collection) if with_correlations else {})
+    pairs = convert_plain(target, plain, unavailable)
+    queries = {rule_stem(rule): query for rule, query in pairs}
+    if with_correlations:
+        queries |= convert_correlations(target, collection)
+    return queries
 
 
-def convert_plain(target: Target, selected: Sequence[SigmaRule]) -> list[tuple[SigmaRule, str]]:
+def convert_plain(
+    target: Target, selected: Sequence[SigmaRule], unavailable: dict[str, str] | None = None
+) -> list[tuple[SigmaRule, str]]:
     """Each plain rule's query for the target (a correlation's base rules included when
-    given: replay reads the events they match once, for all correlations)."""
-    from sigma.exceptions import SigmaError, SigmaTransformationError
+    given: replay reads the events they match once, for all correlations); `unavailable` as
+    convert_target's."""
+    from sigma.exceptions import SigmaError
 
     backend_class = _backend_class(target.backend)  # imports plugins' YAML transformation types
     pipeline = _pipeline(target)
-    pipelines = " + ".join(f"pipelines/{name}" for name in target.pipelines)
     with _libyaml():
         backend = backend_class(processing_pipeline=pipeline, **dict(target.backend_options))
     queries: list[tuple[SigmaRule, str]] = []
@@ -117,30 +131,12 @@ def convert_plain(target: Target, selected: Sequence[SigmaRule]) -> list[tuple[S
             converted = backend.convert_rule(_standalone(rule))
             output = backend.finalize(converted, backend.default_format)
         except SigmaError as error:
-            refused = refusal(pipeline, rule)
-            if refused is not None:
-                where, field, value, reason = refused
-                what = f"field {field}" if value is None else f"{field} value {_shown(value)}"
-                raise UserError(f"{_rel(where)}: target {target.name}: {what}: {reason}") from error
-            message = _one_line(ValueError.__str__(error))  # pySigma's " in <file>" left out
-            where: object = rule.source.path
-            unmapped = "The following fields are not mapped: "
-            if isinstance(error, SigmaTransformationError) and message.startswith(unmapped):
-                fields = message.removeprefix(unmapped)
-                where = _brought_by(rule, set(fields.split(", ")))
-                whose = "rule" if where == rule.source.path else "filter"
-                raise UserError(
-                    f"{_rel(where)}: target {target.name}: field {fields}: not a field of the "
-                    "Kubernetes audit Event (audit.k8s.io/v1) that this target knows; write the "
-                    f"Event's own field names in the {whose} (objectRef.resource, user.username, "
-                    "annotations.<key>, ...; README: Bring your own Kubernetes rules)"
-                ) from error
-            if not isinstance(error, SigmaTransformationError):
-                message += "; fix the rule (check it with `sigma check`)"
-            # else a pipeline's own refusal, which says why and what to do
-            raise UserError(
-                f"{_rel(where)}: target {target.name} (pipeline {pipelines}): {message}"
-            ) from error
+            where, why, fixable = _explain(target, pipeline, rule, error)
+            own = _rel(where) == _rel(rule.source) and not fixable
+            if unavailable is not None and own and _refused_without_filters(backend, rule):
+                unavailable[rule_stem(rule)] = why
+                continue
+            raise UserError(f"{_rel(where)}: target {target.name}: {why}") from error
         except Exception as error:  # the backend's own failure, e.g. on |cased or |exists
             raise UserError(
                 f"{_rel(rule.source.path)}: target {target.name}: the {target.backend} backend "
@@ -213,6 +209,54 @@ def convert_correlations(target: Target, collection: SigmaCollection) -> dict[st
             )
         queries[rule_stem(rule)] = query
     return queries
+
+
+def _explain(
+    target: Target, pipeline: ProcessingPipeline, rule: SigmaRule, error: Exception
+) -> tuple[object, str, bool]:
+    """Why a rule does not convert for a target: (the file to blame, the reason, whether the
+    rule or filter is simply wrong rather than beyond what the platform can express)."""
+    from sigma.exceptions import SigmaTransformationError
+
+    refused = refusal(pipeline, rule)
+    if refused is not None:
+        where, field, value, reason = refused
+        what = f"field {field}" if value is None else f"{field} value {_shown(value)}"
+        return where, f"{what}: {reason}", False
+    message = _one_line(ValueError.__str__(error))  # pySigma's " in <file>" left out
+    unmapped = "The following fields are not mapped: "
+    if isinstance(error, SigmaTransformationError) and message.startswith(unmapped):
+        fields = message.removeprefix(unmapped)
+        where = _brought_by(rule, set(fields.split(", ")))
+        whose = "rule" if where == rule.source.path else "filter"
+        return (
+            where,
+            f"field {fields}: not a field of the Kubernetes audit Event (audit.k8s.io/v1) that "
+            f"this target knows; write the Event's own field names in the {whose} "
+            "(objectRef.resource, user.username, annotations.<key>, ...; README: Bring your own "
+            "Kubernetes rules)",
+            True,
+        )
+    pipelines = " + ".join(f"pipelines/{name}" for name in target.pipelines)
+    if not isinstance(error, SigmaTransformationError):
+        return rule.source.path, f"{message}; fix the rule (check it with `sigma check`)", True
+    # a pipeline's own refusal, which says why and what to do
+    return rule.source.path, f"(pipeline {pipelines}): {message}", False
+
+
+def _refused_without_filters(backend: Backend, rule: SigmaRule) -> bool:
+    """Whether the target refuses the rule as its file has it, without the environment and
+    organisation filters applied: then the rule, not a filter, is beyond the platform."""
+    from sigma.exceptions import SigmaError
+
+    (plain,) = [
+        r for r in sigma_rules(rules.parse(Path(rule.source.path), paths.ROOT)) if r.id == rule.id
+    ]
+    try:
+        backend.convert_rule(copy.deepcopy(plain))
+    except SigmaError:
+        return True
+    return False
 
 
 def _detection_items(rule: SigmaRule) -> Iterator[Any]:
@@ -363,22 +407,35 @@ def _backend_class(identifier: str) -> type[Backend]:
     return backends[identifier]
 
 
-def render(targets: Iterable[Target], envs: Sequence[str] = ()) -> dict[Path, str]:
+def render(
+    targets: Iterable[Target],
+    envs: Sequence[str] = (),
+    unavailable: dict[tuple[str, str], str] | None = None,
+    *,
+    org: bool = True,
+) -> dict[Path, str]:
     """Every output file and its content, in memory: nothing is written here. Without envs,
     each target's query for the rule alone (queries/<target>/<rule>.<ext>) and for each
     environment (queries/<target>/<env>/<rule>.<ext>), the deployable artifacts built from
-    them, and a rule card per rule; with envs, for that set of them."""
+    them, and a rule card per rule; with envs, for that set of them. A rule a target cannot
+    express (convert_target) has no file there, and is recorded in `unavailable` as
+    {(target, rule file stem): why}; a rule no target can express is an error. With
+    org=False, without the organisation's filters (sigma/filters/org/): the files as this
+    repository ships them, whatever a fork adds there (what the tests pin)."""
     targets = list(targets)
+    unavailable = {} if unavailable is None else unavailable
     collections: dict[tuple[str, ...], SigmaCollection] = {}
     converted: dict[tuple[str, tuple[str, ...]], list[tuple[SigmaRule, str]]] = {}
     files: dict[Path, str] = {}
     for target in targets:
         for variant in target.variants(envs):
             if variant not in collections:
-                collections[variant] = load_rules(variant)
+                collections[variant] = load_rules(variant, org=org)
                 _check_unique_stems(collections[variant])
             folder = paths.QUERIES_DIR / target.name / "+".join(variant)
-            queries = convert_target(target, collections[variant])
+            refused: dict[str, str] = {}
+            queries = convert_target(target, collections[variant], refused)
+            unavailable |= {(target.name, stem): why for stem, why in refused.items()}
             converted[target.name, variant] = [
                 (rule, queries[rule_stem(rule)])
                 for rule in output_rules(collections[variant])
@@ -396,13 +453,23 @@ def render(targets: Iterable[Target], envs: Sequence[str] = ()) -> dict[Path, st
                 options |= artifact.options
                 for name, content in artifact.build(pairs, options).items():
                     files[folder / name] = content.rstrip("\n") + "\n"
+    for collection in collections.values():
+        for rule in output_rules(collection):
+            nowhere = [t.name for t in targets if (t.name, rule_stem(rule)) in unavailable]
+            if nowhere and len(nowhere) == len(targets):
+                why = unavailable[nowhere[0], rule_stem(rule)]
+                raise UserError(
+                    f"{_rel(rule.source.path)}: no target can express this rule ({nowhere[0]}: "
+                    f"{why}); change the rule"
+                )
     if not envs and len(targets) == len(TARGETS):
-        files |= rule_cards(converted)
+        files |= rule_cards(converted, unavailable)
     return files
 
 
 def rule_cards(
     converted: dict[tuple[str, tuple[str, ...]], list[tuple[SigmaRule, str]]],
+    unavailable: dict[tuple[str, str], str],
 ) -> dict[Path, str]:
     """queries/cards/<rule>.md: each target's query (the rule alone, or a platform-tied
     target's environment) with what verified it, and the environments' filters."""
@@ -438,14 +505,15 @@ def rule_cards(
             row = (target.name, target.platform, checked, target.unverified, query)
             by_rule.setdefault(rule_stem(rule), (rule, []))[1].append(row)
     for stem, (rule, rows) in by_rule.items():
-        missing: list[tuple[str, str]] = []
-        if artifacts.is_correlation(rule):
-            for target in TARGETS:
-                why = correlations.limit(dict(target.correlation_limits), rule)
-                if why is not None:
-                    missing.append((target.name, why))
+        missing = [
+            (t.name, unavailable[t.name, stem]) for t in TARGETS if (t.name, stem) in unavailable
+        ]
+        if artifacts.is_correlation(rule):  # what a target's correlation support lacks
+            limits = [(t, correlations.limit(dict(t.correlation_limits), rule)) for t in TARGETS]
+            missing += [(t.name, f"correlation {why}") for t, why in limits if why is not None]
+        proof = sequence_evidence if artifacts.is_correlation(rule) else evidence
         cards[paths.QUERIES_DIR / "cards" / f"{stem}.md"] = artifacts.rule_card(
-            rule, rows, envs, sequence_evidence if missing else evidence, missing
+            rule, rows, envs, proof, missing
         )
     return cards
 
@@ -847,7 +915,10 @@ def main(
         if args.sigma_cli:
             print(sigma_cli_commands(targets, args.env))
             return 0
-        files = render(targets, args.env)
+        unavailable: dict[tuple[str, str], str] = {}
+        files = render(targets, args.env, unavailable)
+        for (target_name, stem), why in sorted(unavailable.items()):
+            print(f"{prog}: note: {stem}: not converted for {target_name}: {why}", file=sys.stderr)
         partial = bool(args.target or args.env)
         if args.stdout:  # each file after a header line, a blank line before the next header
             blocks = [f"==> {_rel(path)} <==\n{content}" for path, content in files.items()]
