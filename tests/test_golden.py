@@ -117,29 +117,23 @@ def test_golden(target: str, shipped_query) -> None:
     assert shipped_query(target) == EXPECTED[target]
 
 
+# The rule's own conditions on Sumo's records: every raw path read from fields['message.<path>']
+SUMO_RULE = (
+    "AND fields['message.verb']=\"create\" "
+    "AND fields['message.objectRef.resource']=\"serviceaccounts\" "
+    "AND fields['message.objectRef.subresource']=\"token\" "
+    'AND (fields[\'message.stage\'] in ("ResponseComplete", "Panic") '
+    "OR isEmpty(fields['message.stage'])) "
+    "AND !(fields['message.user.username'] matches /system:node:.*/ "
+    "OR fields['message.user.username']=\"system:kube-controller-manager\")"
+)
 SUMO_EXPRESSIONS = {
-    # Sumo's own Kubernetes rules select vendor and product Kubernetes and read raw paths as
-    # fields['message.<path>'] (SumoLogic/cloud-siem-content-catalog audit/rules.json)
-    "sumologic-cse": (
-        'metadata_vendor="Kubernetes" AND metadata_product="Kubernetes" '
-        "AND fields['message.verb']=\"create\" "
-        "AND fields['message.objectRef.resource']=\"serviceaccounts\" "
-        "AND fields['message.objectRef.subresource']=\"token\" "
-        'AND (fields[\'message.stage\'] in ("ResponseComplete", "Panic") '
-        "OR isEmpty(fields['message.stage'])) "
-        "AND !(fields['message.user.username'] matches /system:node:.*/ "
-        "OR fields['message.user.username']=\"system:kube-controller-manager\")"
-    ),
-    # and its EKS rules cloud_provider AWS and cloud_service EKS, with the eks filter
+    # Sumo's own Kubernetes rules select vendor and product Kubernetes
+    # (SumoLogic/cloud-siem-content-catalog audit/rules.json)
+    "sumologic-cse": f'metadata_vendor="Kubernetes" AND metadata_product="Kubernetes" {SUMO_RULE}',
+    # and its EKS rules cloud_provider AWS and cloud_service EKS; here with the eks filter
     "sumologic-cse-eks": (
-        'cloud_provider="AWS" AND cloud_service="EKS" '
-        "AND fields['message.verb']=\"create\" "
-        "AND fields['message.objectRef.resource']=\"serviceaccounts\" "
-        "AND fields['message.objectRef.subresource']=\"token\" "
-        'AND (fields[\'message.stage\'] in ("ResponseComplete", "Panic") '
-        "OR isEmpty(fields['message.stage'])) "
-        "AND !(fields['message.user.username'] matches /system:node:.*/ "
-        "OR fields['message.user.username']=\"system:kube-controller-manager\") "
+        f'cloud_provider="AWS" AND cloud_service="EKS" {SUMO_RULE} '
         "AND !fields['message.user.username'] matches /eks:.*/"
     ),
 }
