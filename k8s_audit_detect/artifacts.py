@@ -41,6 +41,19 @@ LEVELS = {
 SCHEDULE = {"interval_minutes": 5, "lookback_minutes": 6}
 
 
+def is_correlation(rule: Any) -> bool:
+    return hasattr(rule, "timespan")
+
+
+def lookback_minutes(rule: Any) -> int:
+    """How far back a scheduled run reads: a minute more than the interval for a plain rule;
+    a correlation's timespan and the interval, so a run sees every window ending since the
+    last one."""
+    if is_correlation(rule):
+        return -(-rule.timespan.seconds // 60) + SCHEDULE["interval_minutes"]
+    return SCHEDULE["lookback_minutes"]
+
+
 def triage_guide(rule: SigmaRule) -> str:
     path = paths.TRIAGE_DIR / f"{Path(rule.source.path).stem}.md"
     if not path.is_file():
@@ -102,8 +115,14 @@ def one_line(text: str) -> str:
 
 
 def kibana_rules(converted: Converted, options: dict[str, Any]) -> dict[str, str]:
+    """Kibana detection rules of the artifact's type: `query` (Lucene) rules for the plain
+    rules; `esql` and `eql` rules for the correlations only (the Lucene rules cover the plain
+    rules already)."""
     files = {}
+    correlations_only = options["type"] != "query"
     for rule, query in converted:
+        if is_correlation(rule) != correlations_only:
+            continue
         tactics, techniques = attack(rule)
         severity, risk_score, _, _ = level(rule)
         threat = [
@@ -125,10 +144,9 @@ def kibana_rules(converted: Converted, options: dict[str, Any]) -> dict[str, str
             "type": options["type"],
             "language": options["language"],
             "query": query,
-            "index": list(options["index"]),
             "severity": severity,
             "risk_score": risk_score,
-            "from": f"now-{SCHEDULE['lookback_minutes']}m",
+            "from": f"now-{lookback_minutes(rule)}m",
             "interval": f"{SCHEDULE['interval_minutes']}m",
             "enabled": False,
             "false_positives": list(rule.falsepositives),
@@ -144,6 +162,7 @@ def kibana_rules(converted: Converted, options: dict[str, Any]) -> dict[str, str
             "threat": threat,
             "note": triage_guide(rule),
             "max_signals": 100,
+            **({"index": list(options["index"])} if options.get("index") else {}),
             # Not bumped on change: Kibana imports a custom rule whose rule_id exists by
             # replacing it (overwrite) or refusing it (no overwrite); a version matters there
             # only for Elastic's prebuilt rules (elastic/kibana x-pack/solutions/security/
@@ -221,14 +240,14 @@ def splunk_app(converted: Converted, options: dict[str, Any]) -> dict[str, str]:
                     "search": query,
                     "enableSched": "1",
                     "cron_schedule": f"*/{SCHEDULE['interval_minutes']} * * * *",
-                    "dispatch.earliest_time": f"-{SCHEDULE['lookback_minutes']}m@m",
+                    "dispatch.earliest_time": f"-{lookback_minutes(rule)}m@m",
                     "dispatch.latest_time": "now",
                     "counttype": "number of events",
                     "relation": "greater than",
                     "quantity": "0",
                     "alert.track": "1",
                     "alert.severity": str(splunk_severity),
-                    "alert.suppress": "0",
+                    **_splunk_suppression(rule),
                     "action.correlationsearch.annotations": json.dumps(
                         {"mitre_attack": techniques, "tactics": [n for _, n in tactics]}
                     ),
@@ -283,6 +302,17 @@ def splunk_app(converted: Converted, options: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def _splunk_suppression(rule: Any) -> dict[str, str]:
+    """A correlation's group alerts once per timespan (each run reads the whole timespan)."""
+    if not is_correlation(rule):
+        return {"alert.suppress": "0"}
+    return {
+        "alert.suppress": "1",
+        "alert.suppress.fields": ",".join(rule.group_by),
+        "alert.suppress.period": f"{-(-rule.timespan.seconds // 60)}m",
+    }
+
+
 def _app_manifest(app: str, version: str, options: dict[str, Any]) -> str:
     """app.manifest, schema 2.0.0, as Splunk's add-on generator writes it (splunk/
     addonfactory-ucc-generator .../init_template/.../package/app.manifest): saved searches
@@ -331,7 +361,11 @@ def _conf_stanza(name: str, settings: dict[str, str]) -> str:
         raise UserError(f"stanza name {name!r} has a control character; a .conf line cannot")
     lines = [f"[{name}]"]
     for key, value in settings.items():
-        if len(value.splitlines()) > 1 or "\r" in value:
+        if key == "search" and "\r" not in value:
+            # a correlation's search spans lines (the Splunk pipeline refuses line breaks in
+            # values, so each is the query's own): .conf continues a line ending in a backslash
+            value = "\\\n".join(value.split("\n"))
+        elif len(value.splitlines()) > 1 or "\r" in value:
             raise UserError(f"{name}: {key} spans lines, which a .conf value cannot")
         lines.append(f"{key} = {value}")
     return "\n".join(lines) + "\n"
@@ -367,17 +401,22 @@ def sentinel_rules(converted: Converted, options: dict[str, Any]) -> dict[str, s
         _, _, _, severity = level(rule)
         tactics, techniques = attack(rule)
         rule_id = artifact_id(rule, options["name"])
-        deployed = query + "\n" + options["entity_columns"]
-        entities = [
-            {
-                "entityType": "Account",
-                "fieldMappings": [{"identifier": "Name", "columnName": "AccountName"}],
-            },
-            {
-                "entityType": "IP",
-                "fieldMappings": [{"identifier": "Address", "columnName": "IPAddress"}],
-            },
-        ]
+        account = {
+            "entityType": "Account",
+            "fieldMappings": [{"identifier": "Name", "columnName": "AccountName"}],
+        }
+        ip = {
+            "entityType": "IP",
+            "fieldMappings": [{"identifier": "Address", "columnName": "IPAddress"}],
+        }
+        if not is_correlation(rule):
+            deployed = query + "\n" + options["entity_columns"]
+            entities = [account, ip]
+        elif "user.username" in rule.group_by:  # the group's key is an account
+            deployed = query + "\n" + options["correlation_account_column"]
+            entities = [account]
+        else:
+            deployed, entities = query, []
         document = {
             "id": rule_id,
             "name": rule.title,
@@ -387,13 +426,13 @@ def sentinel_rules(converted: Converted, options: dict[str, Any]) -> dict[str, s
                 {"connectorId": "AzureKubernetes", "dataTypes": [options["table"]]}
             ],
             "queryFrequency": f"{SCHEDULE['interval_minutes']}m",
-            "queryPeriod": f"{SCHEDULE['lookback_minutes']}m",
+            "queryPeriod": f"{lookback_minutes(rule)}m",
             "triggerOperator": "gt",
             "triggerThreshold": 0,
             "tactics": [name.replace(" ", "") for _, name in tactics],
             "relevantTechniques": techniques,
             "query": deployed + "\n",
-            "entityMappings": entities,
+            **({"entityMappings": entities} if entities else {}),
             "version": "1.0.0",
             "kind": "Scheduled",
         }
@@ -408,7 +447,7 @@ def sentinel_rules(converted: Converted, options: dict[str, Any]) -> dict[str, s
             "enabled": False,  # like the Kibana rules and OpenSearch monitors: you enable it
             "query": deployed,
             "queryFrequency": f"PT{SCHEDULE['interval_minutes']}M",
-            "queryPeriod": f"PT{SCHEDULE['lookback_minutes']}M",
+            "queryPeriod": f"PT{lookback_minutes(rule)}M",
             "triggerOperator": "GreaterThan",
             "triggerThreshold": 0,
             "suppressionDuration": "PT5H",
@@ -428,7 +467,7 @@ def sentinel_rules(converted: Converted, options: dict[str, Any]) -> dict[str, s
                 },
             },
             "eventGroupingSettings": {"aggregationKind": "SingleAlert"},
-            "entityMappings": entities,
+            **({"entityMappings": entities} if entities else {}),
         }
         template = {
             "$schema": ARM_SCHEMA,
@@ -486,11 +525,24 @@ def _block_dumper() -> type:
 def rule_card(
     rule: SigmaRule,
     queries: Sequence[tuple[str, ...]],
-    environments: Sequence[tuple[str, list[tuple[str, str]]]],
+    environments: Sequence[tuple[str, list[tuple[str, str, tuple[str, ...]]]]],
     evidence: str,
+    unavailable: Sequence[tuple[str, str]] = (),
 ) -> str:
     """queries: (target, platform, verified by, unverified, query) for the rule alone or, for a
-    platform-tied target, its environment; environments: (env, [(filter title, path)])."""
+    platform-tied target, its environment; environments: (env, [(filter title, path, the
+    rules it names)]), each filter shown where it names the rule (a correlation: one of its
+    base rules); unavailable: (target, why) for each target that cannot express the rule."""
+    named = {
+        str(ref)
+        for r in ([ref.rule for ref in rule.referenced_rules] if is_correlation(rule) else [rule])
+        for ref in (r.id, r.name, "any")
+    }
+    applying = [
+        (env, [(title, path) for title, path, refs in filters if named & set(refs)])
+        for env, filters in environments
+    ]
+    applying = [(env, filters) for env, filters in applying if filters]
     tactics, techniques = attack(rule)
     stem = Path(rule.source.path).stem
     lines = [
@@ -508,15 +560,22 @@ def rule_card(
         *(f"- {tid} {name}" for tid, name in tactics),
         *(f"- {t} {technique_name(t)}" for t in techniques),
         "",
+        *_correlation_section(rule),
         "## Environments and their filters",
         "",
-        "| environment | filters |",
-        "|---|---|",
         *(
-            f"| `{env}` | "
-            + "; ".join(f"[{title}](../../{path})" for title, path in filters)
-            + " |"
-            for env, filters in environments
+            [
+                "| environment | filters |",
+                "|---|---|",
+                *(
+                    f"| `{env}` | "
+                    + "; ".join(f"[{title}](../../{path})" for title, path in filters)
+                    + " |"
+                    for env, filters in applying
+                ),
+            ]
+            if applying
+            else ["No environment's filter names this rule (a correlation: its base rules)."]
         ),
         "",
         "## Queries and their evidence",
@@ -529,7 +588,41 @@ def rule_card(
         if unverified:
             lines += [f"**Unverified**: {unverified}.", ""]
         lines += ["```", query, "```", ""]
+    if unavailable:
+        lines += ["## Not available on", ""]
+        lines += [f"- {target}: {why}" for target, why in unavailable]
+        lines += [""]
     return "\n".join(lines)
+
+
+def _correlation_section(rule: Any) -> list[str]:
+    """A correlation's type, window, grouping and condition, and its base rules (which the
+    environments' filters apply to when a filter names them)."""
+    if not is_correlation(rule):
+        return []
+    condition = rule.condition
+    counted = getattr(condition, "fieldref", None)
+    if hasattr(condition, "op"):
+        measure = f"{condition.op.name.lower()} {condition.count}"
+        measure += f" distinct `{counted}`" if counted else ""
+    else:
+        measure = "every rule, in order" if rule.type.name == "TEMPORAL_ORDERED" else "all rules"
+    lines = [
+        "## Correlation",
+        "",
+        f"`{rule.type.name.lower()}` within {rule.timespan.spec}, by "
+        + ", ".join(f"`{field}`" for field in rule.group_by)
+        + f": {measure}.",
+        "",
+    ]
+    for alias in rule.aliases:
+        joined = ", ".join(f"`{field}` ({ref.reference})" for ref, field in alias.mapping.items())
+        lines += [f"`{alias.alias}` is {joined}.", ""]
+    lines += ["Base rules (no alerts of their own):", ""]
+    for reference in rule.referenced_rules:
+        base = reference.rule
+        lines.append(f"- `{base.name}`: {base.title}")
+    return [*lines, ""]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -544,10 +637,12 @@ def loki_rules(converted: Converted, options: dict[str, Any]) -> dict[str, str]:
     for rule, query in converted:
         severity, _, _, _ = level(rule)
         window = f"{SCHEDULE['lookback_minutes']}m"
+        # a correlation's query is a metric query with its condition already
+        expr = query if is_correlation(rule) else f"sum(count_over_time({query} [{window}])) > 0"
         rules.append(
             {
                 "alert": rule.name or Path(rule.source.path).stem,
-                "expr": f"sum(count_over_time({query} [{window}])) > 0",
+                "expr": expr,
                 "for": "0m",
                 "labels": {"severity": severity},
                 "annotations": {

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from k8s_audit_detect import UserError, artifacts, paths, rules
+from k8s_audit_detect import UserError, artifacts, correlations, paths, rules
 from k8s_audit_detect.rules import rule_stem, sigma_rules
 
 if TYPE_CHECKING:  # pySigma is imported where it is used: --help and --list stay instant
     from sigma.collection import SigmaCollection
     from sigma.conversion.base import Backend
+    from sigma.correlations import SigmaCorrelationRule
     from sigma.processing.pipeline import ProcessingPipeline
     from sigma.rule import SigmaRule
     from sigma.types import SigmaType
@@ -45,6 +46,7 @@ from k8s_audit_detect.targets import (
 # What `python convert.py` (and its tests and scripts) import from it
 __all__ = [
     "ARTIFACTS",
+    "REPLAY_TARGET",
     "TARGETS",
     "TARGETS_BY_NAME",
     "Artifact",
@@ -52,12 +54,15 @@ __all__ = [
     "Target",
     "build_parser",
     "check_files",
+    "convert_correlations",
+    "convert_plain",
     "convert_target",
     "environments",
     "list_targets",
     "load_rules",
     "main",
     "refusal",
+    "output_rules",
     "render",
     "rule_cards",
     "rule_stem",
@@ -71,9 +76,10 @@ __all__ = [
 # Loading and converting
 
 
-def load_rules(envs: Sequence[str] = ()) -> SigmaCollection:
-    """The rules with the filters of these environments and the organisation's applied."""
-    return rules.load_rules(paths.RULES_DIR, paths.FILTERS_DIR, envs, paths.ROOT)
+def load_rules(envs: Sequence[str] = (), *, org: bool = True) -> SigmaCollection:
+    """The rules with the filters of these environments and (unless org is False) the
+    organisation's applied."""
+    return rules.load_rules(paths.RULES_DIR, paths.FILTERS_DIR, envs, paths.ROOT, org=org)
 
 
 def _rel(path: object) -> str:
@@ -84,61 +90,173 @@ def _rel(path: object) -> str:
     return rules.relative(path, paths.ROOT)
 
 
-def convert_target(target: Target, collection: SigmaCollection) -> dict[str, str]:
-    """Convert every rule for one target: {rule file stem: query}."""
-    from sigma.exceptions import SigmaError, SigmaTransformationError
-    from sigma.processing.pipeline import ProcessingPipeline
+def convert_target(
+    target: Target,
+    collection: SigmaCollection,
+    unavailable: dict[str, str] | None = None,
+    with_correlations: bool = True,
+) -> dict[str, str]:
+    """Convert every rule for one target: {rule file stem: query}. A rule the target's
+    pipelines refuse for what the rule itself tests (a field the platform does not record, a
+    comparison its language cannot make exactly) is an error, or, with `unavailable`, left
+    out and recorded there as {rule file stem: why}. A refusal a filter causes is always an
+    error: the filter is the user's to fix. The correlation rules too (one the target cannot
+    express is left out: targets.py says why, --list and the rule card show it), unless
+    with_correlations is False."""
+    plain = [rule for rule in sigma_rules(collection) if rule._output]  # not a base rule
+    pairs = convert_plain(target, plain, unavailable)
+    queries = {rule_stem(rule): query for rule, query in pairs}
+    if with_correlations:
+        queries |= convert_correlations(target, collection)
+    return queries
+
+
+def convert_plain(
+    target: Target, selected: Sequence[SigmaRule], unavailable: dict[str, str] | None = None
+) -> list[tuple[SigmaRule, str]]:
+    """Each plain rule's query for the target (a correlation's base rules included when
+    given: replay reads the events they match once, for all correlations); `unavailable` as
+    convert_target's."""
+    from sigma.exceptions import SigmaError
 
     backend_class = _backend_class(target.backend)  # imports plugins' YAML transformation types
-    pipeline = ProcessingPipeline()
-    for name in target.pipelines:
-        try:  # a fresh pipeline each time (conversion keeps state in it), parsed YAML once
-            pipeline += ProcessingPipeline.from_dict(copy.deepcopy(_pipeline_yaml(name)))
-        except (SigmaError, ValueError) as error:
-            path = _rel(paths.PIPELINES_DIR / name)
-            raise UserError(f"{path}: {error}; fix the pipeline YAML") from error
-    pipelines = " + ".join(f"pipelines/{name}" for name in target.pipelines)
+    pipeline = _pipeline(target)
     with _libyaml():
         backend = backend_class(processing_pipeline=pipeline, **dict(target.backend_options))
-    queries: dict[str, str] = {}
-    for rule in sigma_rules(collection):
+    queries: list[tuple[SigmaRule, str]] = []
+    for rule in selected:
         try:
-            # pySigma's pipelines change the rule they process: convert a copy
-            converted = backend.convert_rule(copy.deepcopy(rule))
+            # pySigma's pipelines change the rule they process (and a base rule's output is
+            # switched off): convert a copy, as a rule of its own
+            converted = backend.convert_rule(_standalone(rule))
             output = backend.finalize(converted, backend.default_format)
         except SigmaError as error:
-            refused = refusal(pipeline, rule)
-            if refused is not None:
-                where, field, value, reason = refused
-                what = f"field {field}" if value is None else f"{field} value {_shown(value)}"
-                raise UserError(f"{_rel(where)}: target {target.name}: {what}: {reason}") from error
-            message = _one_line(ValueError.__str__(error))  # pySigma's " in <file>" left out
-            where: object = rule.source.path
-            unmapped = "The following fields are not mapped: "
-            if isinstance(error, SigmaTransformationError) and message.startswith(unmapped):
-                fields = message.removeprefix(unmapped)
-                where = _brought_by(rule, set(fields.split(", ")))
-                whose = "rule" if where == rule.source.path else "filter"
-                raise UserError(
-                    f"{_rel(where)}: target {target.name}: field {fields}: not a field of the "
-                    "Kubernetes audit Event (audit.k8s.io/v1) that this target knows; write the "
-                    f"Event's own field names in the {whose} (objectRef.resource, user.username, "
-                    "annotations.<key>, ...; README: Bring your own Kubernetes rules)"
-                ) from error
-            if not isinstance(error, SigmaTransformationError):
-                message += "; fix the rule (check it with `sigma check`)"
-            # else a pipeline's own refusal, which says why and what to do
-            raise UserError(
-                f"{_rel(where)}: target {target.name} (pipeline {pipelines}): {message}"
-            ) from error
+            where, why, fixable = _explain(target, pipeline, rule, error)
+            own = _rel(where) == _rel(rule.source) and not fixable
+            if unavailable is not None and own and _refused_without_filters(backend, rule):
+                unavailable[rule_stem(rule)] = why
+                continue
+            raise UserError(f"{_rel(where)}: target {target.name}: {why}") from error
         except Exception as error:  # the backend's own failure, e.g. on |cased or |exists
             raise UserError(
                 f"{_rel(rule.source.path)}: target {target.name}: the {target.backend} backend "
                 f"cannot convert it ({type(error).__name__}: {_one_line(error)}); remove what "
                 "it names from the rule or filter (a modifier such as |cased or |exists)"
             ) from error
-        queries[rule_stem(rule)] = _as_text(output)
+        queries.append((rule, _as_text(output)))
     return queries
+
+
+def _standalone(rule: SigmaRule) -> SigmaRule:
+    """A copy of the rule that converts as a rule of its own: no correlation references it."""
+    copied = copy.deepcopy(rule, {id(rule._backreferences): []})
+    copied._output = True
+    return copied
+
+
+def _pipeline(target: Target) -> ProcessingPipeline:
+    """The target's pipelines composed, fresh (conversion keeps state in a pipeline), each
+    file's YAML parsed once per run."""
+    from sigma.exceptions import SigmaError
+    from sigma.processing.pipeline import ProcessingPipeline
+
+    pipeline = ProcessingPipeline()
+    for name in target.pipelines:
+        try:
+            pipeline += ProcessingPipeline.from_dict(copy.deepcopy(_pipeline_yaml(name)))
+        except (SigmaError, ValueError) as error:
+            path = _rel(paths.PIPELINES_DIR / name)
+            raise UserError(f"{path}: {error}; fix the pipeline YAML") from error
+    return pipeline
+
+
+def convert_correlations(target: Target, collection: SigmaCollection) -> dict[str, str]:
+    """Convert every correlation rule the target can express: {rule file stem: query}. One
+    it cannot (targets.py says why) is left out; any other failure is an error."""
+    from sigma.exceptions import SigmaError
+
+    found = correlations.correlation_rules(collection)
+    limits = dict(target.correlation_limits)
+    todo = [rule for rule in found if correlations.limit(limits, rule) is None]
+    if not todo:
+        return {}
+    backend_class = _backend_class(target.correlation_backend or target.backend)
+    pipelines = " + ".join(f"pipelines/{name}" for name in target.pipelines)
+    queries: dict[str, str] = {}
+    with _libyaml():  # one backend for the target's correlations, as for its plain rules
+        backend = backend_class(
+            processing_pipeline=_pipeline(target), **dict(target.backend_options)
+        )
+    for rule in todo:
+        where = f"{_rel(rule.source.path)}: target {target.name}"
+        try:
+            query, unmapped = correlations.convert(backend, rule)
+        except SigmaError as error:
+            raise UserError(
+                f"{where} (pipeline {pipelines}): {_one_line(ValueError.__str__(error))}"
+            ) from error
+        except Exception as error:  # the backend's own refusal of a correlation feature
+            raise UserError(
+                f"{where}: the {backend_class.identifier} backend cannot convert correlation "
+                f"'{rule.name}' ({type(error).__name__}: {_one_line(error)}); list what it "
+                "lacks in the target's correlation_limits (k8s_audit_detect/targets.py)"
+            ) from error
+        if unmapped:
+            raise UserError(
+                f"{where} (pipeline {pipelines}): correlation '{rule.name}' groups, joins or "
+                f"counts by {', '.join(unmapped)}, which the pipeline does not map (pySigma's "
+                "strict mapping skips correlation rules); map the field in the pipeline"
+            )
+        queries[rule_stem(rule)] = query
+    return queries
+
+
+def _explain(
+    target: Target, pipeline: ProcessingPipeline, rule: SigmaRule, error: Exception
+) -> tuple[object, str, bool]:
+    """Why a rule does not convert for a target: (the file to blame, the reason, whether the
+    rule or filter is simply wrong rather than beyond what the platform can express)."""
+    from sigma.exceptions import SigmaTransformationError
+
+    refused = refusal(pipeline, rule)
+    if refused is not None:
+        where, field, value, reason = refused
+        what = f"field {field}" if value is None else f"{field} value {_shown(value)}"
+        return where, f"{what}: {reason}", False
+    message = _one_line(ValueError.__str__(error))  # pySigma's " in <file>" left out
+    unmapped = "The following fields are not mapped: "
+    if isinstance(error, SigmaTransformationError) and message.startswith(unmapped):
+        fields = message.removeprefix(unmapped)
+        where = _brought_by(rule, set(fields.split(", ")))
+        whose = "rule" if where == rule.source.path else "filter"
+        return (
+            where,
+            f"field {fields}: not a field of the Kubernetes audit Event (audit.k8s.io/v1) that "
+            f"this target knows; write the Event's own field names in the {whose} "
+            "(objectRef.resource, user.username, annotations.<key>, ...; README: Bring your own "
+            "Kubernetes rules)",
+            True,
+        )
+    pipelines = " + ".join(f"pipelines/{name}" for name in target.pipelines)
+    if not isinstance(error, SigmaTransformationError):
+        return rule.source.path, f"{message}; fix the rule (check it with `sigma check`)", True
+    # a pipeline's own refusal, which says why and what to do
+    return rule.source.path, f"(pipeline {pipelines}): {message}", False
+
+
+def _refused_without_filters(backend: Backend, rule: SigmaRule) -> bool:
+    """Whether the target refuses the rule as its file has it, without the environment and
+    organisation filters applied: then the rule, not a filter, is beyond the platform."""
+    from sigma.exceptions import SigmaError
+
+    (plain,) = [
+        r for r in sigma_rules(rules.parse(Path(rule.source.path), paths.ROOT)) if r.id == rule.id
+    ]
+    try:
+        backend.convert_rule(copy.deepcopy(plain))
+    except SigmaError:
+        return True
+    return False
 
 
 def _detection_items(rule: SigmaRule) -> Iterator[Any]:
@@ -266,6 +384,7 @@ def _installed_backends() -> dict[str, type[Backend]]:
 
     import k8s_audit_detect.pipeline_types  # noqa: F401  (registers this project's YAML types)
     from k8s_audit_detect.cloudwatch import CloudWatchLogsInsightsBackend
+    from k8s_audit_detect.correlation_backends import CORRELATION_BACKENDS
 
     # Importing a backend imports its own pipelines module, which registers the YAML
     # transformation types it brings (Loki's set_custom_attribute): backends only are enough.
@@ -273,10 +392,8 @@ def _installed_backends() -> dict[str, type[Backend]]:
     # keyed_prefix_mapping, value_type) are registered by importing
     # k8s_audit_detect/pipeline_types.py, here.
     plugins = InstalledSigmaPlugins.autodiscover(include_pipelines=False, include_validators=False)
-    return {
-        **plugins.backends,
-        CloudWatchLogsInsightsBackend.identifier: CloudWatchLogsInsightsBackend,
-    }
+    own = [CloudWatchLogsInsightsBackend, *CORRELATION_BACKENDS]
+    return {**plugins.backends, **{backend.identifier: backend for backend in own}}
 
 
 def _backend_class(identifier: str) -> type[Backend]:
@@ -290,24 +407,39 @@ def _backend_class(identifier: str) -> type[Backend]:
     return backends[identifier]
 
 
-def render(targets: Iterable[Target], envs: Sequence[str] = ()) -> dict[Path, str]:
+def render(
+    targets: Iterable[Target],
+    envs: Sequence[str] = (),
+    unavailable: dict[tuple[str, str], str] | None = None,
+    *,
+    org: bool = True,
+) -> dict[Path, str]:
     """Every output file and its content, in memory: nothing is written here. Without envs,
     each target's query for the rule alone (queries/<target>/<rule>.<ext>) and for each
     environment (queries/<target>/<env>/<rule>.<ext>), the deployable artifacts built from
-    them, and a rule card per rule; with envs, for that set of them."""
+    them, and a rule card per rule; with envs, for that set of them. A rule a target cannot
+    express (convert_target) has no file there, and is recorded in `unavailable` as
+    {(target, rule file stem): why}; a rule no target can express is an error. With
+    org=False, without the organisation's filters (sigma/filters/org/): the files as this
+    repository ships them, whatever a fork adds there (what the tests pin)."""
     targets = list(targets)
+    unavailable = {} if unavailable is None else unavailable
     collections: dict[tuple[str, ...], SigmaCollection] = {}
     converted: dict[tuple[str, tuple[str, ...]], list[tuple[SigmaRule, str]]] = {}
     files: dict[Path, str] = {}
     for target in targets:
         for variant in target.variants(envs):
             if variant not in collections:
-                collections[variant] = load_rules(variant)
+                collections[variant] = load_rules(variant, org=org)
                 _check_unique_stems(collections[variant])
             folder = paths.QUERIES_DIR / target.name / "+".join(variant)
-            queries = convert_target(target, collections[variant])
+            refused: dict[str, str] = {}
+            queries = convert_target(target, collections[variant], refused)
+            unavailable |= {(target.name, stem): why for stem, why in refused.items()}
             converted[target.name, variant] = [
-                (rule, queries[rule_stem(rule)]) for rule in sigma_rules(collections[variant])
+                (rule, queries[rule_stem(rule)])
+                for rule in output_rules(collections[variant])
+                if rule_stem(rule) in queries
             ]
             for stem, query in queries.items():
                 files[folder / f"{stem}.{target.extension}"] = query + "\n"
@@ -321,20 +453,31 @@ def render(targets: Iterable[Target], envs: Sequence[str] = ()) -> dict[Path, st
                 options |= artifact.options
                 for name, content in artifact.build(pairs, options).items():
                     files[folder / name] = content.rstrip("\n") + "\n"
+    for collection in collections.values():
+        for rule in output_rules(collection):
+            nowhere = [t.name for t in targets if (t.name, rule_stem(rule)) in unavailable]
+            if nowhere and len(nowhere) == len(targets):
+                why = unavailable[nowhere[0], rule_stem(rule)]
+                raise UserError(
+                    f"{_rel(rule.source.path)}: no target can express this rule ({nowhere[0]}: "
+                    f"{why}); change the rule"
+                )
     if not envs and len(targets) == len(TARGETS):
-        files |= rule_cards(converted)
+        files |= rule_cards(converted, unavailable)
     return files
 
 
 def rule_cards(
     converted: dict[tuple[str, tuple[str, ...]], list[tuple[SigmaRule, str]]],
+    unavailable: dict[tuple[str, str], str],
 ) -> dict[Path, str]:
     """queries/cards/<rule>.md: each target's query (the rule alone, or a platform-tied
     target's environment) with what verified it, and the environments' filters."""
     envs = []
     for env in environments():
         files = rules.rule_files(paths.FILTERS_DIR / env)
-        titles = [(rules.parse(p, paths.ROOT).filters[0].title, _rel(p)) for p in files]
+        parsed = [(rules.parse(p, paths.ROOT).filters[0], _rel(p)) for p in files]
+        titles = [(f.title, path, _filter_refs(f)) for f, path in parsed]
         envs.append((env, titles))
     corpus = paths.ROOT / "tests" / "data" / "corpus" / "public_audit_events.jsonl"
     public = len(corpus.read_text(encoding="utf-8").splitlines()) if corpus.is_file() else 0
@@ -345,22 +488,51 @@ def rule_cards(
         "the shape its platform stores them, and matched exactly the events labelled to "
         "alert; under each environment's filters, that platform's own token minters are quiet."
     )
+    sequence_evidence = (
+        "Every query run by an engine was run over the event sequences written for the "
+        "correlation rules (tests/sequences/; tests/test_correlations.py), each in the shape "
+        "its platform stores them, and alerted exactly once for each group a sequence is "
+        "labelled with, and for nothing else: pods using their own tokens for hours stay "
+        "quiet; under an environment's filters, that platform's own token minters are quiet."
+    )
     cards: dict[Path, str] = {}
     first = {t.name: t.variants()[0] for t in TARGETS}
-    by_rule: dict[str, tuple[SigmaRule, list[tuple[str, ...]]]] = {}
+    by_rule: dict[str, tuple[Any, list[tuple[str, ...]]]] = {}
     for target in TARGETS:
         for rule, query in converted.get((target.name, first[target.name]), []):
-            row = (target.name, target.platform, target.verified_by, target.unverified, query)
+            correlation = artifacts.is_correlation(rule)
+            checked = target.correlation_verified_by if correlation else target.verified_by
+            row = (target.name, target.platform, checked, target.unverified, query)
             by_rule.setdefault(rule_stem(rule), (rule, []))[1].append(row)
     for stem, (rule, rows) in by_rule.items():
+        missing = [
+            (t.name, unavailable[t.name, stem]) for t in TARGETS if (t.name, stem) in unavailable
+        ]
+        if artifacts.is_correlation(rule):  # what a target's correlation support lacks
+            limits = [(t, correlations.limit(dict(t.correlation_limits), rule)) for t in TARGETS]
+            missing += [(t.name, f"correlation {why}") for t, why in limits if why is not None]
+        proof = sequence_evidence if artifacts.is_correlation(rule) else evidence
         cards[paths.QUERIES_DIR / "cards" / f"{stem}.md"] = artifacts.rule_card(
-            rule, rows, envs, evidence
+            rule, rows, envs, proof, missing
         )
     return cards
 
 
+def _filter_refs(item: Any) -> tuple[str, ...]:
+    """The rule ids and names a filter names."""
+    refs = item.filter.rules
+    return ("any",) if isinstance(refs, str) else tuple(str(r.reference) for r in refs)
+
+
+def output_rules(collection: SigmaCollection) -> list[SigmaRule | SigmaCorrelationRule]:
+    """The rules that have queries of their own: the plain rules, but not a correlation's base
+    rules (generate: false), and the correlation rules."""
+    outputs: list[SigmaRule | SigmaCorrelationRule] = [r for r in sigma_rules(collection)]
+    return [r for r in outputs if r._output] + correlations.correlation_rules(collection)
+
+
 def _check_unique_stems(collection: SigmaCollection) -> None:
-    stems = [rule_stem(rule) for rule in sigma_rules(collection)]
+    stems = [rule_stem(rule) for rule in output_rules(collection)]
     twice = sorted({stem for stem in stems if stems.count(stem) > 1})
     if twice:
         raise UserError(f"two rules share the file name {', '.join(twice)}; rename one")
@@ -699,18 +871,35 @@ def list_targets() -> str:
             ("verified by", t.verified_by),
             ("pipelines", " ".join(f"pipelines/{name}" for name in t.pipelines)),
             ("sigma-cli", f"-t {t.backend} -p {t.sigma_cli_pipeline} (package installed)"),
+            *correlation_lines(t),
         ]
-        blocks.append("\n".join([t.name, *(f"  {key + ':':<16}{value}" for key, value in rows)]))
+        blocks.append("\n".join([t.name, *(f"  {key + ':':<21}{value}" for key, value in rows)]))
     return "\n\n".join(blocks)
+
+
+def correlation_lines(target: Target) -> list[tuple[str, str]]:
+    """--list's lines on Sigma correlation rules: what the target expresses, and why not the
+    rest."""
+    support = target.correlation_support()
+    can = [feature for feature, why in support.items() if not why]
+    if not can:
+        return [("correlations", f"none: {next(iter(support.values()))}")]
+    lines = [
+        ("correlations", ", ".join(can)),
+        ("correlations tested", target.correlation_verified_by),
+    ]
+    return lines + [(f"no {feature}", why) for feature, why in support.items() if why]
 
 
 def sigma_cli_commands(targets: Sequence[Target], envs: Sequence[str] = ()) -> str:
     """For each target, the sigma-cli command that gives its query once the package is
     installed: the target's backend, its whole pipeline chain by name, its backend options,
-    the environment's and the organisation's filter folders, and the rules folder. Each
+    the environment's and the organisation's filter folders, and the plain rules' files (the
+    correlation rules convert with this project's correlation backends: convert.py). Each
     follows a comment line naming the target."""
     import shlex
 
+    plain = sorted({_rel(r.source.path) for r in sigma_rules(load_rules()) if r._output})
     lines = []
     for target in targets:
         for variant in target.variants(envs)[:1]:  # the rule alone, or the target's own env
@@ -724,7 +913,7 @@ def sigma_cli_commands(targets: Sequence[Target], envs: Sequence[str] = ()) -> s
                 words += ["--filter", f"{_rel(folder)}/"]
             if any(p.suffix == ".yaml" for p in rules.rule_files(paths.ROOT / "sigma")):
                 words += ["--file-pattern", "*.y*ml"]  # sigma-cli reads only *.yml otherwise
-            words.append(f"{_rel(paths.RULES_DIR)}/")
+            words += plain
             lines += [f"# {target.name}: {target.platform}", shlex.join(words)]
     return "\n".join(lines)
 
@@ -756,8 +945,18 @@ def main(
 
             collection = load_rules(replay_envs)
             queries = convert_target(REPLAY_TARGET, collection)
-            pairs = [(rule, queries[rule_stem(rule)]) for rule in sigma_rules(collection)]
-            return run_replay(args.files, pairs, sys.stdout, sys.stderr, replay_format)
+            plain = [rule for rule in sigma_rules(collection) if rule._output]
+            found = correlations.correlation_rules(collection)
+            bases = {id(b): b for rule in found for b in correlations.base_rules(rule)}
+            return run_replay(
+                args.files,
+                [(rule, queries[rule_stem(rule)]) for rule in plain],
+                sys.stdout,
+                sys.stderr,
+                replay_format,
+                correlations=[(rule, queries[rule_stem(rule)]) for rule in found],
+                base_queries=[q for _, q in convert_plain(REPLAY_TARGET, list(bases.values()))],
+            )
         if args.list:
             print(list_targets())
             return 0
@@ -774,7 +973,10 @@ def main(
         if args.sigma_cli:
             print(sigma_cli_commands(targets, args.env))
             return 0
-        files = render(targets, args.env)
+        unavailable: dict[tuple[str, str], str] = {}
+        files = render(targets, args.env, unavailable)
+        for (target_name, stem), why in sorted(unavailable.items()):
+            print(f"{prog}: note: {stem}: not converted for {target_name}: {why}", file=sys.stderr)
         partial = bool(args.target or args.env)
         if args.stdout:  # each file after a header line, a blank line before the next header
             blocks = [f"==> {_rel(path)} <==\n{content}" for path, content in files.items()]

@@ -5,6 +5,11 @@ Insights syntax. Every string comparison is an anchored regular expression (`=~ 
 built from the escaped value, case-insensitive unless the rule says `|cased`; a missing field
 is `not ispresent(field)`. The query is the filter expression: the pipeline wraps it in
 `fields ... | filter ... | sort`.
+
+Correlation rules (event_count, value_count) as Logs Insights' `stats` in time bins of the
+timespan (`bin()`, tumbling), then a `filter` on the aggregate; the pipeline puts the log
+stream selection in front. Logs Insights' stats cannot tell which rule an event matched, nor
+order events: temporal, temporal_ordered and aliases are not expressible (targets.py).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import ClassVar
 
 from sigma.conditions import ConditionAND, ConditionItem, ConditionNOT, ConditionOR
 from sigma.conversion.base import TextQueryBackend
+from sigma.correlations import SigmaCorrelationConditionOperator
 from sigma.types import SigmaCompareExpression
 
 
@@ -98,3 +104,43 @@ class CloudWatchLogsInsightsBackend(TextQueryBackend):
     unbound_value_str_expression: ClassVar[str] = "@message like {value}"
     unbound_value_num_expression: ClassVar[str] = '@message like "{value}"'
     unbound_value_re_expression: ClassVar[str] = "@message =~ /{value}/"
+
+    # Correlations: `stats` by bin(<timespan>) and the group-by fields, then `filter`.
+    correlation_methods: ClassVar[dict[str, str]] = {
+        "default": "stats in time bins of the timespan (bin()), then a filter on the aggregate"
+    }
+    default_correlation_method: ClassVar[str] = "default"
+    default_correlation_query: ClassVar[dict[str, str]] = {
+        "default": "{search}\n{aggregate}\n{condition}"
+    }
+    correlation_search_single_rule_expression: ClassVar[str] = "filter {query}"
+    correlation_search_multi_rule_expression: ClassVar[str] = "filter {queries}"
+    correlation_search_multi_rule_query_expression: ClassVar[str] = "({query})"
+    correlation_search_multi_rule_query_expression_joiner: ClassVar[str] = " or "
+    _span = (
+        "min(@timestamp) as first_seen, max(@timestamp) as last_seen by bin({timespan}){groupby}"
+    )
+    event_count_aggregation_expression: ClassVar[dict[str, str]] = {
+        "default": "| stats count(*) as event_count, " + _span
+    }
+    value_count_aggregation_expression: ClassVar[dict[str, str]] = {
+        "default": "| stats count_distinct({field}) as value_count, " + _span
+    }
+    event_count_condition_expression: ClassVar[dict[str, str]] = {
+        "default": "| filter event_count {op} {count}"
+    }
+    value_count_condition_expression: ClassVar[dict[str, str]] = {
+        "default": "| filter value_count {op} {count}"
+    }
+    groupby_expression: ClassVar[dict[str, str]] = {"default": ", {fields}"}
+    groupby_field_expression: ClassVar[dict[str, str]] = {"default": "{field}"}
+    groupby_field_expression_joiner: ClassVar[dict[str, str]] = {"default": ", "}
+    groupby_expression_nofield: ClassVar[dict[str, str]] = {"default": ""}
+    correlation_condition_mapping: ClassVar[dict[SigmaCorrelationConditionOperator, str]] = {
+        SigmaCorrelationConditionOperator.LT: "<",
+        SigmaCorrelationConditionOperator.LTE: "<=",
+        SigmaCorrelationConditionOperator.GT: ">",
+        SigmaCorrelationConditionOperator.GTE: ">=",
+        SigmaCorrelationConditionOperator.EQ: "=",
+        SigmaCorrelationConditionOperator.NEQ: "!=",
+    }

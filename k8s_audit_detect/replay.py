@@ -39,7 +39,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from k8s_audit_detect import UserError
 
 if TYPE_CHECKING:
+    from sigma.correlations import SigmaCorrelationRule
     from sigma.rule import SigmaRule
 
 # Audit Event paths whose DuckDB type is not VARCHAR (kubernetes/apiserver
@@ -256,20 +257,47 @@ def compile_rules(pairs: list[tuple[SigmaRule, str]], connection: Any) -> list[R
 
 
 class Plan:
-    """The one query that evaluates every rule over an input."""
+    """The one query that evaluates every rule over an input. With correlation rules, it also
+    marks the events their base rules match (`base`: conditions) and carries the fields the
+    correlations read (`keep`), for the table the correlations then run over."""
 
-    def __init__(self, rules: list[Rule], sentinel: str, table: bool = False) -> None:
+    def __init__(
+        self,
+        rules: list[Rule],
+        sentinel: str,
+        table: bool = False,
+        base: Iterable[str] = (),
+        keep: Iterable[str] = (),
+    ) -> None:
         self.rules = rules
         self.sentinel = sentinel  # the kind of the record that ends each read
         self.table = table
+        self.base = list(base)
+        self.keep = list(keep)
         fields = [f for rule in rules for f in rule.fields] + list(TABLE_FIELDS if table else ())
-        self.fields = list(dict.fromkeys(fields))
+        self.fields = list(dict.fromkeys([*fields, *self.keep]))
         self.columns = json_columns(self.fields)
 
+    @property
+    def row_columns(self) -> str:
+        """The columns of a row as replay handles it (those of `sql`, the correlations' aside)."""
+        alerts = "".join(f', "replay:a{n}"' for n in range(len(self.rules)))
+        shown = "".join(f", {_ident('replay:t:' + f)}" for f in TABLE_FIELDS) if self.table else ""
+        return (
+            f'"replay:rec", "replay:item", "replay:n", "replay:kind", "replay:bad"{alerts}{shown}'
+        )
+
+    @property
+    def kept_columns(self) -> str:
+        """The correlations' fields of a row, named by their paths."""
+        return ", ".join(f"{_ident('replay:c:' + f)} AS {_ident(f)}" for f in self.keep)
+
     def sql(self, sources: list[str], fmt: str, batches: bool, after: int) -> str:
-        """Rows of (record, batch item, batch size, kind, bad, each rule's alert JSON or NULL,
-        [the table's fields]) in input order: rows with an alert, bad rows, the first row of
-        each batch, the end sentinel, and (reading records whole) any EventList."""
+        """Rows of `row_columns` (record, batch item, batch size, kind, bad, each rule's alert
+        JSON or NULL, [the table's fields]) in input order: rows with an alert, bad rows, the
+        first row of each batch, the end sentinel, and (reading records whole) any EventList;
+        with correlation rules, also the events their base rules match, each row then with
+        "replay:shown" (whether replay handles it), "replay:base" and the kept fields."""
         members = {**self.columns, "kind": self.columns.get("kind", "VARCHAR")}
         event = "STRUCT(" + ", ".join(f"{_ident(n)} {t}" for n, t in members.items()) + ")"
         read = {**members, "items": f"{event}[]"} if batches else members
@@ -284,7 +312,7 @@ class Plan:
             pack = ", ".join(f"{_ident(n)} := {_ident(n)}" for n in members)
             entry = f"STRUCT(i BIGINT, e {event})"
             base = (
-                f'SELECT "replay:rec", w.i AS "replay:item", "replay:n", "replay:kind", '
+                'SELECT "replay:rec", w.i AS "replay:item", "replay:n", "replay:kind", '
                 'UNNEST(w.e) FROM (SELECT ordinality AS "replay:rec", kind AS "replay:kind", '
                 'len(items) AS "replay:n", UNNEST(CASE '
                 f"WHEN items IS NULL THEN [{{'i': NULL, 'e': struct_pack({pack})}}::{entry}] "
@@ -306,20 +334,34 @@ class Plan:
             f', NOT "replay:bad" AND coalesce(({rule.condition}), false) AS "replay:r{n}"'
             for n, rule in enumerate(self.rules)
         )
+        if self.base:
+            either = " OR ".join(f"({condition})" for condition in self.base)
+            flags += f', NOT "replay:bad" AND coalesce({either}, false) AS "replay:base"'
         wanted = "".join(f' OR "replay:r{n}"' for n in range(len(self.rules)))
+        kinds = ", ".join(_literal(k) for k in [self.sentinel, *([] if batches else ["EventList"])])
+        shown = f'"replay:bad"{wanted} OR "replay:item" <= 0 OR "replay:kind" IN ({kinds})'
         alerts = "".join(
             f', CASE WHEN "replay:r{n}" THEN json_object('
             + ", ".join(f"{_literal(f)}, {_ident(f)}" for f in rule.fields)
-            + ") END"
+            + f') END AS "replay:a{n}"'
             for n, rule in enumerate(self.rules)
         )
-        shown = "".join(f", {_ident(f)}" for f in TABLE_FIELDS) if self.table else ""
-        kinds = ", ".join(_literal(k) for k in [self.sentinel, *([] if batches else ["EventList"])])
+        table = "".join(
+            f", {_ident(f)} AS {_ident('replay:t:' + f)}" for f in TABLE_FIELDS if self.table
+        )
+        kept = ""
+        if self.base:
+            kept = ', "replay:base", "replay:shown"' + "".join(
+                f", {_ident(f)} AS {_ident('replay:c:' + f)}" for f in self.keep
+            )
+        evaluated = (
+            f'SELECT *{flags} FROM (SELECT *, ({bad}) AS "replay:bad" FROM '
+            f"(SELECT {keys}, {view} FROM ({base}))) AS {VIEW}"
+        )
         return (
-            f'SELECT {keys}, "replay:bad"{alerts}{shown} FROM (SELECT *{flags} FROM ('
-            f'SELECT *, ({bad}) AS "replay:bad" FROM (SELECT {keys}, {view} FROM ({base}))'
-            f') AS {VIEW}) WHERE "replay:rec" > {after} AND ("replay:bad"{wanted} '
-            f'OR "replay:item" <= 0 OR "replay:kind" IN ({kinds}))'
+            f'SELECT {keys}, "replay:bad"{alerts}{table}{kept} FROM (SELECT *, ({shown}) AS '
+            f'"replay:shown" FROM ({evaluated}) WHERE "replay:rec" > {after}) WHERE '
+            + ('"replay:shown" OR "replay:base"' if self.base else '"replay:shown"')
         )
 
 
@@ -761,10 +803,25 @@ class State:
 class Replayer:
     """Runs the plan over each input: writes alerts, reports bad input, sums up."""
 
-    def __init__(self, rules: list[Rule], connection: Any, out: TextIO, err: TextIO, fmt: str):
+    def __init__(
+        self,
+        rules: list[Rule],
+        connection: Any,
+        out: TextIO,
+        err: TextIO,
+        fmt: str,
+        correlations: Sequence[tuple[SigmaCorrelationRule, str]] = (),
+        base: Sequence[str] = (),
+    ):
+        from k8s_audit_detect.correlate import correlation_fields
+
         self.rules = rules
+        self.correlations = list(correlations)
+        self.correlation_alerts = [0] * len(self.correlations)
         self.token = f"replay:end:{uuid.uuid4().hex}"
-        self.plan = Plan(rules, self.token, table=fmt == "table")
+        keep = dict.fromkeys(f for rule, _ in self.correlations for f in correlation_fields(rule))
+        self.plan = Plan(rules, self.token, fmt == "table", base if correlations else (), keep)
+        self.kept_table = False
         self.connection = connection
         self.out = out
         self.err = err
@@ -850,6 +907,8 @@ class Replayer:
     def summary(self, stopped: str | None = None) -> None:
         for rule, count in zip(self.rules, self.alerts, strict=True):
             self.warn(f"{count:>9,}  {rule.title} ({rule.id})")
+        for (correlation, _), count in zip(self.correlations, self.correlation_alerts, strict=True):
+            self.warn(f"{count:>9,}  {correlation.title} ({correlation.id}, correlation)")
         tallies = [s.tally for s in self.states]
         bad_lines = sum(t.bad_records for t in tallies)
         bad_items = sum(t.bad_items for t in tallies)
@@ -860,8 +919,8 @@ class Replayer:
             f"{_plural(bad_lines, 'line')} skipped",
             *([f"{_plural(bad_items, 'batch item')} skipped"] if bad_items else []),
             *([f"{_plural(partial, 'file')} not read to the end"] if partial else []),
-            _plural(len(self.rules), "rule"),
-            _plural(sum(self.alerts), "alert"),
+            _plural(len(self.rules) + len(self.correlations), "rule"),
+            _plural(sum(self.alerts) + sum(self.correlation_alerts), "alert"),
         ]
         self.warn((f"stopped by {stopped}: " if stopped else "") + ", ".join(parts))
 
@@ -884,6 +943,7 @@ class Replayer:
                 if more > 0:
                     unit = "lines" if state.fmt == NEWLINE_DELIMITED else "records"
                     self.warn(f"{inp.name}: {more:,} more bad {unit} skipped")
+            self.correlate()
         finally:
             for fd in fds.values():
                 os.close(fd)
@@ -987,15 +1047,15 @@ class Replayer:
         after = 0
         while True:
             sources = self.sources(source, NEWLINE_DELIMITED)
-            result = self.connection.execute(
-                self.plan.sql(sources, NEWLINE_DELIMITED, state.batches, after)
-            )
             try:
+                result = self.query(self.plan.sql(sources, NEWLINE_DELIMITED, state.batches, after))
                 while batch := result.fetchmany(BATCH):
                     if self.line_rows(state, batch, cursor):
-                        return
+                        break
+                self.keep()
                 return
             except SwitchToBatches as switch:
+                self.keep(before=switch.rec)
                 state.batches, after = True, switch.rec - 1
             except duckdb.InvalidInputException as error:
                 if "maximum_object_size" in str(error):
@@ -1049,8 +1109,9 @@ class Replayer:
                 rec, kind = row[0], row[3]
                 if kind == self.token:
                     state.tally.records += rec - 1
-                    return
+                    break
                 self.row(state, "record", rec - 1, row, None)
+            self.keep()
         except duckdb.InvalidInputException:
             state.partial = True
             state.tally.records += state.written[0] + 1  # those before the error
@@ -1095,8 +1156,60 @@ class Replayer:
             location = f'"{unit}": {number}' + ("" if item is None else f', "item": {item}')
             self.emit(state, location, row)
 
+    def query(self, sql: str) -> Any:
+        """The result of one plan query, to fetch rows from. With correlation rules, the query's
+        rows are kept in a table first, so that one read of the input gives both the rows
+        replay handles and the events the correlations' base rules match (`keep`)."""
+        if not self.correlations:
+            return self.connection.execute(sql)
+        self.connection.execute(f'CREATE OR REPLACE TEMP TABLE "replay:rows" AS {sql}')
+        if not self.kept_table:
+            self.connection.execute(
+                f"CREATE OR REPLACE TEMP TABLE {VIEW} AS SELECT {self.plan.kept_columns} "
+                'FROM "replay:rows" WHERE false'
+            )
+            self.kept_table = True
+        return self.connection.execute(
+            f'SELECT {self.plan.row_columns} FROM "replay:rows" WHERE "replay:shown"'
+        )
+
+    def keep(self, before: int | None = None) -> None:
+        """The events of the last query that the correlations' base rules match (of records
+        before `before`), into the table the correlations run over."""
+        if not self.correlations:
+            return
+        where = '"replay:base"' + ("" if before is None else f' AND "replay:rec" < {before}')
+        self.connection.execute(
+            f'INSERT INTO {VIEW} SELECT {self.plan.kept_columns} FROM "replay:rows" WHERE {where}'
+        )
+
+    def correlate(self) -> None:
+        """Each correlation rule over the events of every input that its base rules match: one
+        alert per correlated group (its key, when it started and ended, its events)."""
+        from k8s_audit_detect.correlate import correlate_table
+
+        if not self.kept_table:
+            return
+        ids = {str(rule.id): n for n, (rule, _) in enumerate(self.correlations)}
+        for rule_id, alert in correlate_table(self.connection, self.correlations):
+            self.correlation_alerts[ids[rule_id]] += 1
+            if self.format == "json":
+                self.out.write(alert + "\n")
+            else:
+                found = json.loads(alert)
+                group = " ".join(f"{k}={v}" for k, v in found["group"].items())
+                events = len(found.get("events") or [])
+                cells = [
+                    (found["first_seen"], 27),
+                    (found["rule"], 36),
+                    (group, 62),
+                    (f"{found['correlation']}: {found.get(found['correlation'])}", 32),
+                    (f"{events} events, all inputs", 0),
+                ]
+                self.out.write(_cells(cells))
+
     def _rows(self, sql: str) -> Iterator[tuple[Any, ...]]:
-        result = self.connection.execute(sql)
+        result = self.query(sql)
         while batch := result.fetchmany(BATCH):
             yield from batch
 
@@ -1111,9 +1224,13 @@ def run_replay(
     out: TextIO,
     err: TextIO,
     fmt: str = "json",
+    correlations: Sequence[tuple[SigmaCorrelationRule, str]] = (),
+    base_queries: Sequence[str] = (),
 ) -> int:
     """`convert.py replay`: alerts on out (JSON lines, or a table), bad input and a summary on
-    err; returns the exit code (EXIT_*)."""
+    err; returns the exit code (EXIT_*). The correlation rules run after every input is read,
+    over the events of all of them that their base rules (`base_queries`) match, kept as the
+    same single read of each input goes."""
     import duckdb
 
     if fmt not in FORMATS:
@@ -1127,7 +1244,9 @@ def run_replay(
     connection.execute("SET enable_external_file_cache = false")
     connection.execute(f"SET enable_progress_bar = {str(progress).lower()}")
     connection.execute("SET enable_progress_bar_print = false")  # stdout carries only alerts
-    replayer = Replayer(compile_rules(rules, connection), connection, out, err, fmt)
+    base = [rule_condition(query, connection) for query in base_queries]
+    compiled = compile_rules(rules, connection)
+    replayer = Replayer(compiled, connection, out, err, fmt, correlations, base)
     caught: list[int] = []
     try:
         with _signals(caught), _progress(replayer, progress):

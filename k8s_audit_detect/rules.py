@@ -52,10 +52,15 @@ def check_environments(filters_dir: Path, envs: Sequence[str], root: Path | None
 
 
 def load_rules(
-    rules_dir: Path, filters_dir: Path, envs: Sequence[str] = (), root: Path | None = None
+    rules_dir: Path,
+    filters_dir: Path,
+    envs: Sequence[str] = (),
+    root: Path | None = None,
+    *,
+    org: bool = True,
 ) -> SigmaCollection:
-    """Parse every rule, the filters of the chosen environments and the organisation's
-    filters into one collection (the filters applied to their rules)."""
+    """Parse every rule, the filters of the chosen environments and (unless org is False)
+    the organisation's filters into one collection (the filters applied to their rules)."""
     from sigma.collection import SigmaCollection
 
     check_environments(filters_dir, envs, root)
@@ -63,7 +68,8 @@ def load_rules(
     if not rule_paths:
         raise UserError(f"no rules in {relative(rules_dir, root)}/; add a Sigma rule (.yml)")
     filter_paths = [p for env in envs for p in rule_files(filters_dir / env)]
-    filter_paths += rule_files(filters_dir / ORG)
+    if org:
+        filter_paths += rule_files(filters_dir / ORG)
     rules = [parse(path, root) for path in rule_paths]
     filters = [parse(path, root) for path in filter_paths]
     # every environment's filters, loaded or not: an id must name one rule or filter
@@ -131,8 +137,10 @@ def parse(path: Path, root: Path | None) -> SigmaCollection:
                 f"{where}: a YAML {kind}, not a Sigma rule or filter (a mapping with title, "
                 "logsource and detection or filter); fix the file"
             )
+    # references are resolved once every file is loaded: a correlation may name a rule of
+    # another file
     return SigmaCollection.from_dicts(
-        documents, collect_errors=True, source=SigmaRuleLocation(path)
+        documents, collect_errors=True, source=SigmaRuleLocation(path), resolve_references=False
     )
 
 

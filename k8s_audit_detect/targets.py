@@ -36,6 +36,20 @@ class Target:
     # A data source that only one platform has (AKSAudit: AKS) is converted for that
     # platform's environment only; None: the rule as it is, and once per environment.
     environments: tuple[str, ...] | None = None
+    # Correlation rules: the backend (identifier) that converts them, a subclass of `backend`
+    # with correlation templates where the stock one has none or gets them wrong
+    # (k8s_audit_detect/correlation_backends.py), and what this target cannot express, each
+    # with why: a correlation type, "aliases", or "all" (k8s_audit_detect/correlations.py).
+    correlation_backend: str | None = None
+    correlation_limits: tuple[tuple[str, str], ...] = ()
+    # What runs this target's correlation queries here (tests/test_correlations.py), if any.
+    correlation_verified_by: str = "expected string only (no engine here)"
+
+    def correlation_support(self) -> dict[str, str]:
+        """Each correlation feature: "" if this target expresses it, else why not."""
+        limits = dict(self.correlation_limits)
+        every = limits.get("all")
+        return {f: every or limits.get(f, "") for f in CORRELATION_FEATURES}
 
     @property
     def sigma_cli_pipeline(self) -> str:
@@ -52,6 +66,73 @@ class Target:
         if self.environments is not None:
             return [(env,) for env in self.environments]
         return [(), *((env,) for env in environments())]
+
+
+CORRELATION_FEATURES = ("event_count", "value_count", "temporal", "temporal_ordered", "aliases")
+SEQUENCES = "the sequences in tests/sequences/ (tests/test_correlations.py)"
+# Why a target has no correlation rules, or lacks some.
+LUCENE_NO_CORRELATION = (
+    (
+        "all",
+        "a Lucene query string matches single events: it cannot count, group or order them "
+        "(the platform's ES|QL or EQL target can)",
+    ),
+)
+ELASTIC_NO_ALIASES = (
+    "the integration does not index the issued-credential-id annotation (`dynamic: false`), "
+    "and pySigma's ES|QL and EQL backends cannot join rules on differently named fields"
+)
+EQL_LIMITS = (
+    (
+        "event_count",
+        "an EQL sequence matches ordered events; `with runs=` counts consecutive "
+        "events only (the ES|QL target counts)",
+    ),
+    (
+        "value_count",
+        "EQL cannot count distinct values (a sequence `by` a field means the same "
+        "value; the ES|QL target counts them)",
+    ),
+    ("temporal", "EQL's `sample` is unordered but has no time span (the ES|QL target can)"),
+    ("aliases", ELASTIC_NO_ALIASES),
+)
+ESQL_LIMITS = (("aliases", ELASTIC_NO_ALIASES),)
+GKE_NO_CORRELATION = (
+    (
+        "all",
+        "GKE's Cloud Audit Logs carry a gRPC status, not the HTTP one the base rules tell "
+        "granted from denied tokens by, and no issued-credential-id; that GKE logs TokenRequest at "
+        "all is unverified",
+    ),
+)
+LOKI_LIMITS = (
+    (
+        "temporal_ordered",
+        "LogQL's set operators join vectors by labels and cannot order "
+        "events (the Loki backend refuses it)",
+    ),
+    (
+        "aliases",
+        "Loki's json parser skips arrays, so neither the credential id (a list in "
+        "user.extra) nor sourceIPs can be read, and the Loki backend counts values of one "
+        "rule only",
+    ),
+)
+CLOUDWATCH_LIMITS = (
+    (
+        "temporal",
+        "Logs Insights' stats cannot tell which rule an event matched (no conditional aggregation)",
+    ),
+    ("temporal_ordered", "Logs Insights cannot order events within a group"),
+    (
+        "aliases",
+        "Logs Insights names array elements sourceIPs.0, sourceIPs.1, ...: the last "
+        "one, the address the API server saw, cannot be picked",
+    ),
+)
+NOT_IMPLEMENTED = (
+    "its pySigma backend has no correlation support and this project adds none for it yet"
+)
 
 
 GKE_UNVERIFIED = (
@@ -74,6 +155,7 @@ TARGETS: tuple[Target, ...] = (
         verified_by="Apache Lucene QueryParser + MemoryIndex (Elasticsearch query_string rules)",
         source="elastic/integrations packages/kubernetes/data_stream/audit_logs/ "
         "(fields/fields.yml, manifest.yml, elasticsearch/ingest_pipeline/default.yml)",
+        correlation_limits=LUCENE_NO_CORRELATION,
     ),
     Target(
         name="elastic-eql",
@@ -86,6 +168,10 @@ TARGETS: tuple[Target, ...] = (
         verified_by="Elastic eql engine (PythonEngine)",
         source="elastic/integrations packages/kubernetes/data_stream/audit_logs/ "
         "(fields/fields.yml, manifest.yml, elasticsearch/ingest_pipeline/default.yml)",
+        correlation_backend="k8s_eql",
+        correlation_limits=EQL_LIMITS,
+        correlation_verified_by="Elastic eql engine (PythonEngine, events in time order) over "
+        + SEQUENCES,
     ),
     Target(
         name="elastic-esql",
@@ -98,6 +184,8 @@ TARGETS: tuple[Target, ...] = (
         verified_by="expected string only (no ES|QL engine here)",
         source="elastic/integrations packages/kubernetes/data_stream/audit_logs/ "
         "(fields/fields.yml, manifest.yml, elasticsearch/ingest_pipeline/default.yml)",
+        correlation_backend="k8s_esql",
+        correlation_limits=ESQL_LIMITS,
     ),
     Target(
         name="elastic-eks-lucene",
@@ -110,6 +198,7 @@ TARGETS: tuple[Target, ...] = (
         source="elastic/integrations packages/aws/data_stream/eks_audit/ (fields/fields.yml, "
         "manifest.yml, elasticsearch/ingest_pipeline/audit.yml)",
         environments=("eks",),
+        correlation_limits=LUCENE_NO_CORRELATION,
     ),
     Target(
         name="elastic-eks-eql",
@@ -122,6 +211,10 @@ TARGETS: tuple[Target, ...] = (
         source="elastic/integrations packages/aws/data_stream/eks_audit/ (fields/fields.yml, "
         "manifest.yml, elasticsearch/ingest_pipeline/audit.yml)",
         environments=("eks",),
+        correlation_backend="k8s_eql",
+        correlation_limits=EQL_LIMITS,
+        correlation_verified_by="Elastic eql engine (PythonEngine, events in time order) over "
+        + SEQUENCES,
     ),
     Target(
         name="elastic-eks-esql",
@@ -134,6 +227,8 @@ TARGETS: tuple[Target, ...] = (
         source="elastic/integrations packages/aws/data_stream/eks_audit/ (fields/fields.yml, "
         "manifest.yml, elasticsearch/ingest_pipeline/audit.yml)",
         environments=("eks",),
+        correlation_backend="k8s_esql",
+        correlation_limits=ESQL_LIMITS,
     ),
     Target(
         name="elastic-gke-lucene",
@@ -148,6 +243,7 @@ TARGETS: tuple[Target, ...] = (
         "elastic/detection-rules rules/integrations/gcp/",
         unverified=GKE_UNVERIFIED,
         environments=("gke",),
+        correlation_limits=LUCENE_NO_CORRELATION,
     ),
     Target(
         name="elastic-gke-eql",
@@ -162,6 +258,7 @@ TARGETS: tuple[Target, ...] = (
         "elastic/detection-rules rules/integrations/gcp/",
         unverified=GKE_UNVERIFIED,
         environments=("gke",),
+        correlation_limits=GKE_NO_CORRELATION,
     ),
     Target(
         name="elastic-gke-esql",
@@ -176,6 +273,7 @@ TARGETS: tuple[Target, ...] = (
         "elastic/detection-rules rules/integrations/gcp/",
         unverified=GKE_UNVERIFIED,
         environments=("gke",),
+        correlation_limits=GKE_NO_CORRELATION,
     ),
     Target(
         name="elastic-aks-lucene",
@@ -188,6 +286,7 @@ TARGETS: tuple[Target, ...] = (
         source="elastic/integrations packages/azure/data_stream/platformlogs/ "
         "(properties a flattened field, properties.log parsed as JSON)",
         environments=("aks",),
+        correlation_limits=LUCENE_NO_CORRELATION,
     ),
     Target(
         name="splunk",
@@ -199,6 +298,7 @@ TARGETS: tuple[Target, ...] = (
         verified_by="expected string only (no SPL engine here)",
         source="splunk/security_content data_sources/kubernetes_audit.yml (sourcetype _json, "
         "raw Event paths, arrays as name{})",
+        correlation_backend="k8s_splunk",
     ),
     Target(
         name="opensearch",
@@ -211,6 +311,7 @@ TARGETS: tuple[Target, ...] = (
         source="OpenSearch documentation, mappings/mapping-parameters/ignore-above (dynamic "
         "mapping: text with a keyword sub-field, ignore_above 256)",
         unverified="how the shipper lays out the event (raw JSON at the top level assumed)",
+        correlation_limits=LUCENE_NO_CORRELATION,
     ),
     Target(
         name="sentinel-aksaudit",
@@ -227,7 +328,9 @@ TARGETS: tuple[Target, ...] = (
         verified_by="duckdb-kql (KQL on DuckDB)",
         source="MicrosoftDocs/azure-reference-other azure-monitor-ref/tables/aksaudit.md, "
         "aksauditadmin.md",
+        correlation_backend="k8s_kusto",
         environments=("aks",),
+        correlation_verified_by=f"duckdb-kql over {SEQUENCES}",
     ),
     Target(
         name="sentinel-aksauditadmin",
@@ -245,7 +348,17 @@ TARGETS: tuple[Target, ...] = (
         verified_by="duckdb-kql (KQL on DuckDB)",
         source="MicrosoftDocs/azure-reference-other azure-monitor-ref/tables/aksaudit.md, "
         "aksauditadmin.md",
+        correlation_backend="k8s_kusto",
         environments=("aks",),
+        correlation_limits=(
+            (
+                "aliases",
+                "AKSAuditAdmin leaves out get and list, most of what a pod's token does, so a "
+                "stolen token's use cannot be told from the pod's own there (use AKSAudit)",
+            ),
+        ),
+        correlation_verified_by="expected string (the same query as sentinel-aksaudit's, "
+        "executed there, over another table)",
     ),
     Target(
         name="sentinel-azurediagnostics",
@@ -264,7 +377,9 @@ TARGETS: tuple[Target, ...] = (
         "mode writes the categories kube-audit and kube-audit-admin to AzureDiagnostics)",
         unverified="the log_s column holding the Event's JSON (public detection content, no "
         "Microsoft table reference found)",
+        correlation_backend="k8s_kusto",
         environments=("aks",),
+        correlation_verified_by=f"duckdb-kql over {SEQUENCES}, both audit categories",
     ),
     Target(
         name="loki",
@@ -276,6 +391,9 @@ TARGETS: tuple[Target, ...] = (
         verified_by="Grafana's LogQL grammar (parses) + reviewed expected string",
         source="grafana/loki docs/sources/query/log_queries/_index.md (json parser: nested keys "
         "joined with _, other characters _, arrays skipped)",
+        correlation_backend="loki",
+        correlation_limits=LOKI_LIMITS,
+        correlation_verified_by="Grafana's LogQL grammar (parses) + reviewed expected string",
     ),
     Target(
         name="logscale",
@@ -287,6 +405,7 @@ TARGETS: tuple[Target, ...] = (
         verified_by="expected string only (no LogScale engine here)",
         source="LogScale documentation, parsers-create-parsing-json and syntax-array (parseJson "
         "names members with . and elements with [n])",
+        correlation_limits=(("all", NOT_IMPLEMENTED),),
     ),
     Target(
         name="sumologic-cse",
@@ -302,6 +421,7 @@ TARGETS: tuple[Target, ...] = (
         unverified=SUMO_UNVERIFIED,
         # no conversion time or git commit in the document: the output must be byte-stable
         backend_options=(("include_conversion_metadata", "false"),),
+        correlation_limits=(("all", NOT_IMPLEMENTED),),
     ),
     Target(
         name="sumologic-cse-eks",
@@ -317,6 +437,7 @@ TARGETS: tuple[Target, ...] = (
         unverified=SUMO_UNVERIFIED,
         backend_options=(("include_conversion_metadata", "false"),),
         environments=("eks",),
+        correlation_limits=(("all", NOT_IMPLEMENTED),),
     ),
     Target(
         name="cloudwatch-eks",
@@ -329,6 +450,8 @@ TARGETS: tuple[Target, ...] = (
         source="AWS CloudWatch Logs documentation, CWL_AnalyzeLogData-discoverable-fields "
         "(JSON members discovered as fields, nested with .)",
         environments=("eks",),
+        correlation_backend="cloudwatch_insights",
+        correlation_limits=CLOUDWATCH_LIMITS,
     ),
     Target(
         name="spark-sql",
@@ -340,6 +463,8 @@ TARGETS: tuple[Target, ...] = (
         verified_by="local PySpark (Spark SQL)",
         source="kubernetes/apiserver pkg/apis/audit/v1/types.go (the raw Event; the table is "
         "this project's own, no vendor mapping)",
+        correlation_backend="k8s_spark",
+        correlation_verified_by=f"local PySpark over {SEQUENCES}",
     ),
     Target(
         name="duckdb",
@@ -351,6 +476,9 @@ TARGETS: tuple[Target, ...] = (
         verified_by="DuckDB (convert.py replay)",
         source="kubernetes/apiserver pkg/apis/audit/v1/types.go (the raw Event; the table is "
         "this project's own, no vendor mapping)",
+        correlation_backend="k8s_duckdb",
+        correlation_verified_by="DuckDB (convert.py replay, each sequence split over two files) "
+        "over " + SEQUENCES,
     ),
 )
 TARGETS_BY_NAME = {target.name: target for target in TARGETS}
@@ -380,11 +508,37 @@ ARTIFACTS: tuple[Artifact, ...] = (
             **KIBANA_LUCENE,
         },
     ),
+    # The correlation rules as Kibana ES|QL rules (counts) and EQL rules (ordered sequences):
+    # the rule's query language, the index in the ES|QL query's FROM, in `index` for EQL.
+    Artifact(
+        "kibana-kubernetes-esql",
+        "elastic-esql",
+        artifacts.kibana_rules,
+        {"type": "esql", "language": "esql"},
+    ),
+    Artifact(
+        "kibana-kubernetes-eql",
+        "elastic-eql",
+        artifacts.kibana_rules,
+        {"index": ("logs-kubernetes.audit_logs-*",), "type": "eql", "language": "eql"},
+    ),
     Artifact(
         "kibana-eks",
         "elastic-eks-lucene",
         artifacts.kibana_rules,
         {"index": ("logs-aws.eks_audit-*",), **KIBANA_LUCENE},
+    ),
+    Artifact(
+        "kibana-eks-esql",
+        "elastic-eks-esql",
+        artifacts.kibana_rules,
+        {"type": "esql", "language": "esql"},
+    ),
+    Artifact(
+        "kibana-eks-eql",
+        "elastic-eks-eql",
+        artifacts.kibana_rules,
+        {"index": ("logs-aws.eks_audit-*",), "type": "eql", "language": "eql"},
     ),
     Artifact(
         "kibana-gke",
@@ -450,6 +604,8 @@ ARTIFACTS: tuple[Artifact, ...] = (
             "table": "AKSAudit",
             "entity_columns": "| extend AccountName = tostring(User.username), "
             "IPAddress = tostring(SourceIps[0])",
+            # a correlation grouped by user.username: its group's key column
+            "correlation_account_column": "| extend AccountName = User_username",
         },
     ),
     Artifact(
@@ -460,6 +616,8 @@ ARTIFACTS: tuple[Artifact, ...] = (
             "table": "AKSAuditAdmin",
             "entity_columns": "| extend AccountName = tostring(User.username), "
             "IPAddress = tostring(SourceIps[0])",
+            # a correlation grouped by user.username: its group's key column
+            "correlation_account_column": "| extend AccountName = User_username",
         },
     ),
     Artifact(
@@ -470,6 +628,7 @@ ARTIFACTS: tuple[Artifact, ...] = (
             "table": "AzureDiagnostics",
             "entity_columns": "| extend AccountName = tostring(event.user.username), "
             "IPAddress = tostring(event.sourceIPs[0])",
+            "correlation_account_column": "| extend AccountName = event_user_username",
         },
     ),
 )

@@ -109,3 +109,61 @@ def load_env_cases() -> tuple[Case, ...]:
         )
         for path in sorted(ENV_EVENTS.glob("*/*.json"))
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequences for the correlation rules: tests/sequences/<rule>/ holds event files (JSON lines)
+# named for why the rule alerts on them or not, a folder of several files read together as one
+# input, and env/<env>/ those whose label holds under that environment's filters (a nomatch
+# there alerts without them). expected_groups.yml names the group each alerting one alerts for.
+SEQUENCES = HERE / "sequences"
+
+
+@dataclass(frozen=True)
+class Sequence:
+    rule: str  # the correlation rule file's stem ends with it
+    name: str
+    files: tuple[Path, ...]
+    env: str | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.env}-{self.name}" if self.env else self.name
+
+    def events(self) -> list[dict[str, Any]]:
+        return [
+            json.loads(line)
+            for path in self.files
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if line
+        ]
+
+    def expected(self, variant: tuple[str, ...]) -> set[str]:
+        """The groups (their key value) the rule alerts for under these environments."""
+        alerts = self.name.startswith("match_") or (
+            self.env is not None and self.env not in variant
+        )
+        key = f"env/{self.env}/{self.name}" if self.env else self.name
+        return set(expected_groups()[self.rule][key]) if alerts else set()
+
+
+@cache
+def expected_groups() -> dict[str, dict[str, list[str]]]:
+    return yaml.safe_load((SEQUENCES / "expected_groups.yml").read_text(encoding="utf-8"))
+
+
+@cache
+def load_sequences() -> tuple[Sequence, ...]:
+    found = []
+    for rule_dir in sorted(p for p in SEQUENCES.iterdir() if p.is_dir()):
+        places = [(rule_dir, None)] + [
+            (env_dir, env_dir.name) for env_dir in sorted((rule_dir / "env").glob("*"))
+        ]
+        for folder, env in places:
+            for entry in sorted(folder.iterdir()):
+                if entry.suffix == ".jsonl":
+                    found.append(Sequence(rule_dir.name, entry.stem, (entry,), env))
+                elif entry.is_dir() and entry.name != "env":
+                    files = tuple(sorted(entry.glob("*.jsonl")))
+                    found.append(Sequence(rule_dir.name, entry.name, files, env))
+    return tuple(found)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,6 +12,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 RULE_STEM = "credential_access_kubernetes_serviceaccount_token_requested"
+# What this repository ships, which the pinned strings pin (expected strings, the README's
+# sigma-cli commands, sigma-cli parity): its rules, by file name, and its environment filters.
+# A fork adds rules to sigma/rules/ and filters to sigma/filters/org/; those pins hold there
+# unchanged, and the behaviour tests run the fork's rules and filters too (tests/test_fork.py).
+SHIPPED_RULE_STEMS = (RULE_STEM,)
+# The correlation rules this repository ships (each file holds its base rules too; the
+# environment filters name the minting ones)
+SHIPPED_CORRELATION_STEMS = (
+    "correlation_credential_access_kubernetes_serviceaccount_token_minting_burst",
+    "correlation_credential_access_kubernetes_serviceaccount_token_probe_then_mint",
+    "correlation_lateral_movement_kubernetes_pod_token_used_from_another_place",
+)
+TOKEN_RULE_ID = "6f2b7a6e-3d1c-4c8e-9b7a-2e4f5d8c1a90"  # the TokenRequest rule's Sigma id
 
 
 @pytest.fixture(scope="session")
@@ -23,15 +37,43 @@ def token_rule() -> Any:
 
 
 @pytest.fixture(scope="session")
+def all_rules() -> list[Any]:
+    """Every plain rule in sigma/rules/ (a fork's too), as convert.py loads them; not a
+    correlation's base rules (they have no queries of their own) nor the correlation rules
+    (tests/test_correlations.py and the correlation tests of test_artifacts.py)."""
+    from convert import load_rules, sigma_rules
+
+    return [rule for rule in sigma_rules(load_rules()) if rule._output]
+
+
+@pytest.fixture(scope="session")
+def correlation_rules() -> list[Any]:
+    """The correlation rules in sigma/rules/."""
+    from convert import load_rules
+    from k8s_audit_detect.correlations import correlation_rules
+
+    return correlation_rules(load_rules())
+
+
+@pytest.fixture(scope="session")
 def generated() -> dict[Path, str]:
-    """Every query file as convert.py generates it now (not as committed)."""
+    """Every query file as convert.py generates it now (not as committed): every rule, with
+    the organisation's filters a fork adds."""
     from convert import TARGETS, render
 
     return render(TARGETS)
 
 
 @pytest.fixture(scope="session")
-def query_for(generated: dict[Path, str]):
+def shipped() -> dict[Path, str]:
+    """Every file as convert.py generates it without the organisation's filters: what this
+    repository ships for its own rules, whatever a fork adds to sigma/filters/org/."""
+    from convert import TARGETS, render
+
+    return render(TARGETS, org=False)
+
+
+def query_in(files: dict[Path, str]):
     from convert import QUERIES_DIR, TARGETS_BY_NAME
 
     def query(target: str, variant: tuple[str, ...] | None = None, stem: str = RULE_STEM) -> str:
@@ -40,9 +82,43 @@ def query_for(generated: dict[Path, str]):
         t = TARGETS_BY_NAME[target]
         variant = t.variants()[0] if variant is None else variant
         path = QUERIES_DIR / t.name / "+".join(variant) / f"{stem}.{t.extension}"
-        return generated[path].rstrip("\n")
+        return files[path].rstrip("\n")
 
     return query
+
+
+@pytest.fixture(scope="session")
+def query_for(generated: dict[Path, str]):
+    """A rule's query as generated, the organisation's filters applied (behaviour tests)."""
+    return query_in(generated)
+
+
+@pytest.fixture(scope="session")
+def shipped_query(shipped: dict[Path, str]):
+    """A shipped rule's query as this repository ships it (what pinned strings pin)."""
+
+    def query(target: str, variant: tuple[str, ...] | None = None, stem: str = RULE_STEM) -> str:
+        assert stem in SHIPPED_RULE_STEMS, stem
+        return query_in(shipped)(target, variant, stem)
+
+    return query
+
+
+@pytest.fixture(scope="session")
+def shipped_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project holding only what this repository ships under sigma/: its rules and the
+    environment filters, an empty sigma/filters/org/ (a fork's rules and filters left out)."""
+    project = tmp_path_factory.mktemp("shipped")
+    sigma = project / "sigma"
+    shutil.copytree(
+        ROOT / "sigma" / "filters",
+        sigma / "filters",
+        ignore=lambda folder, names: names if Path(folder).name == "org" else [],
+    )
+    (sigma / "rules").mkdir()
+    for stem in (*SHIPPED_RULE_STEMS, *SHIPPED_CORRELATION_STEMS):
+        shutil.copy2(ROOT / "sigma" / "rules" / f"{stem}.yml", sigma / "rules")
+    return project
 
 
 @pytest.fixture
@@ -110,6 +186,12 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
     }
+
+
+def rule_alerts(stdout: str, rule_id: str = TOKEN_RULE_ID) -> list[dict[str, Any]]:
+    """One rule's alerts in replay's output (JSON lines, every rule's, a fork's too), in order."""
+    alerts = [json.loads(line) for line in stdout.splitlines()]
+    return [alert for alert in alerts if alert["rule_id"] == rule_id]
 
 
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:

@@ -358,3 +358,152 @@ ENGINES: dict[str, tuple[str, Runner]] = {
     "spark": ("spark-sql", run_spark),
     "kql-azurediagnostics": ("sentinel-azurediagnostics", run_kql_azurediagnostics),
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# Correlation rules: each runner executes a correlation query over a sequence of events (in
+# its platform's shape) and returns the query's result rows, one dict per correlated group
+# (an EQL sequence: one per matched sequence, its `by` values as the row).
+
+CorrelationRunner = Callable[[str, Any, Sequence[dict[str, Any]], Path], list[dict[str, Any]]]
+
+
+def correlation_duckdb(
+    query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path
+) -> list[dict[str, Any]]:
+    """`convert.py replay`: the correlation over the events split into two files, the second
+    half first (replay reads all files as one input, in any order), its base rules' events
+    read once as replay reads them."""
+    from convert import REPLAY_TARGET, convert_plain
+    from k8s_audit_detect.correlations import base_rules
+    from k8s_audit_detect.replay import run_replay
+
+    half = len(events) // 2
+    logs = [tmp / "b.jsonl", tmp / "a.jsonl"]
+    for log, part in zip(logs, [events[half:], events[:half]], strict=True):
+        log.write_text("".join(json.dumps(e) + "\n" for e in part), encoding="utf-8")
+    out, err = io.StringIO(), io.StringIO()
+    bases = [q for _, q in convert_plain(REPLAY_TARGET, list(base_rules(rule)))]
+    run_replay(logs, [], out, err, correlations=[(rule, query)], base_queries=bases)
+    alerts = [json.loads(line) for line in out.getvalue().split("\n") if line]
+    return [alert["group"] | {"events": alert["events"]} for alert in alerts]
+
+
+def correlation_kql(table: str) -> CorrelationRunner:
+    """duckdb-kql over rows of an AKS table (AKSAudit-shaped) with TimeGenerated."""
+
+    def run(
+        query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path
+    ) -> list[dict[str, Any]]:
+        names = [*AKS_AUDIT_STRINGS, *AKS_AUDIT_DYNAMICS]
+        types = ["VARCHAR"] * len(AKS_AUDIT_STRINGS) + ["JSON"] * len(AKS_AUDIT_DYNAMICS)
+        rows = [
+            [row[n] if n in AKS_AUDIT_STRINGS else _json_or_null(row[n]) for n in names]
+            + [event["requestReceivedTimestamp"]]
+            for event, row in ((event, aks_audit_row(event)) for event in events)
+        ]
+        columns = [*zip(names, types, strict=True), ("TimeGenerated", "TIMESTAMP")]
+        return _kql_records(query, table, columns, rows)
+
+    return run
+
+
+def correlation_azurediagnostics(
+    query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path
+) -> list[dict[str, Any]]:
+    """duckdb-kql over AzureDiagnostics rows of both audit categories."""
+    rows = [
+        [record["category"], record["properties"]["log"], record["time"]]
+        for event in events
+        for record in aks_diagnostic_records(event)
+    ]
+    columns = [("Category", "VARCHAR"), ("log_s", "VARCHAR"), ("TimeGenerated", "TIMESTAMP")]
+    return _kql_records(query, "AzureDiagnostics", columns, rows)
+
+
+def _kql_records(
+    query: str, table: str, columns: list[tuple[str, str]], rows: list[list[Any]]
+) -> list[dict[str, Any]]:
+    import duckdb_kql
+
+    connection = duckdb_kql.connect()
+    definition = ", ".join(f'"{name}" {sql_type}' for name, sql_type in columns)
+    connection.execute(f'CREATE TABLE "{table}" ({definition})')
+    placeholders = ", ".join("?" for _ in columns)
+    connection.executemany(f'INSERT INTO "{table}" VALUES ({placeholders})', rows)
+    result = duckdb_kql.kql(connection, query)
+    names = [column[0] for column in result.description]
+    return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+
+
+def correlation_spark(
+    query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path
+) -> list[dict[str, Any]]:
+    """Local PySpark: the events as the k8s_audit table, the correlation's Spark SQL on it."""
+    log = tmp / "audit.jsonl"
+    log.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+    spark = spark_session()
+    spark.read.schema(SPARK_AUDIT_SCHEMA).json(str(log)).createOrReplaceTempView("k8s_audit")
+    return [row.asDict() for row in spark.sql(query).collect()]
+
+
+def correlation_eql(shape: Shape) -> CorrelationRunner:
+    """Elastic's eql engine over the documents in time order (as Elasticsearch sorts them by
+    @timestamp), each event's time in the engine's own unit (Windows FILETIME, 10^7 a
+    second: eql.walkers DEFAULT_TIME_UNIT), so `maxspan` means what it says. A row per
+    sequence: its `by` fields' values."""
+    import datetime as dt
+    import re
+
+    def run(
+        query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path
+    ) -> list[dict[str, Any]]:
+        import eql
+        import eql.utils
+        from eql.parser import elasticsearch_syntax, ignore_missing_functions
+
+        def filetime(text: str) -> int:
+            when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            return int(when.timestamp() * 10**7)
+
+        by = re.match(r"sequence by (.+?) with maxspan=", query)
+        assert by, query
+        fields = [field.strip() for field in by.group(1).split(",")]
+        eql.utils.CASE_INSENSITIVE = False
+        with elasticsearch_syntax, ignore_missing_functions:
+            parsed = eql.parse_query(query)
+        hits: list[Any] = []
+        engine = eql.PythonEngine()
+        engine.add_output_hook(hits.append)
+        engine.add_query(parsed)
+        timed = sorted(
+            (filetime(event["requestReceivedTimestamp"]), shape(event)) for event in events
+        )
+        try:
+            engine.stream_events([eql.Event("any", when, doc) for when, doc in timed if doc])
+        finally:
+            eql.utils.CASE_INSENSITIVE = True
+        rows = []
+        for hit in hits:
+            first = hit.events[0].data
+            rows.append({field: _path(first, field) for field in fields})
+        return rows
+
+    return run
+
+
+def _path(doc: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        doc = doc.get(part) if isinstance(doc, dict) else None  # type: ignore[assignment]
+    return doc
+
+
+# engine name -> (convert.py target it executes, runner)
+CORRELATION_ENGINES: dict[str, tuple[str, CorrelationRunner]] = {
+    "duckdb": ("duckdb", correlation_duckdb),
+    "eql": ("elastic-eql", correlation_eql(elastic_kubernetes)),
+    "eks-eql": ("elastic-eks-eql", correlation_eql(elastic_aws_eks_audit)),
+    "kql-aksaudit": ("sentinel-aksaudit", correlation_kql("AKSAudit")),
+    "kql-azurediagnostics": ("sentinel-azurediagnostics", correlation_azurediagnostics),
+    "spark": ("spark-sql", correlation_spark),
+}

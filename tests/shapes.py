@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 
@@ -98,30 +99,49 @@ ELASTIC_KUBERNETES_AUDIT_FLATTENED = tuple(
 ELASTIC_IP_FIELDS = {"source.ip", "client.ip"}
 
 
-def elastic_kubernetes_types(path: str) -> str:
-    """The Elasticsearch type of a document path in the Kubernetes integration's data stream:
-    its fields.yml for kubernetes.audit.*, user.extra.* keyword (object_type keyword), the
-    flattened hostPath and volumeMounts keywords at every key; source.ip and client.ip `ip`
-    (addresses and CIDR ranges); the other ECS copies (event.*, user.*, user_agent.original)
-    keyword."""
-    prefix = "kubernetes.audit."
-    if path in ELASTIC_IP_FIELDS:
-        return "ip"
-    if not path.startswith(prefix):
-        return "keyword"
-    member = path.removeprefix(prefix)
-    if member.startswith(("user.extra.", "impersonatedUser.extra.")):
-        return "keyword"
-    if member.startswith(ELASTIC_KUBERNETES_AUDIT_FLATTENED) and (
-        member in ELASTIC_KUBERNETES_AUDIT_FLATTENED
-        or member.startswith(tuple(f"{root}." for root in ELASTIC_KUBERNETES_AUDIT_FLATTENED))
-    ):
-        return "keyword"
-    if member in ELASTIC_KUBERNETES_AUDIT_TEXT:
-        return "text"
-    if member in ELASTIC_KUBERNETES_AUDIT_LONG:
-        return "long"
-    return "keyword" if member in ELASTIC_KUBERNETES_AUDIT_KEYWORD else "none"
+def integration_types(
+    prefix: str,
+    keyword: set[str],
+    text: set[str],
+    long: set[str],
+    flattened: tuple[str, ...] = (),
+    ip: frozenset[str] = frozenset(),
+) -> Callable[[str], str]:
+    """The Elasticsearch type of each document path in an Elastic integration's data stream
+    that maps the Event under `prefix` with `dynamic: false`: the Event paths its fields.yml
+    declares, by type (a flattened field's keys keyword at every depth), user.extra and
+    impersonatedUser.extra keyword (object_type keyword), every other Event path not indexed
+    ("none"); outside the prefix, the ECS copies: `ip` fields, else keyword."""
+    flattened_keys = tuple(f"{root}." for root in flattened)
+
+    def types(path: str) -> str:
+        if path in ip:
+            return "ip"
+        if not path.startswith(prefix):
+            return "keyword"
+        member = path.removeprefix(prefix)
+        if member.startswith(("user.extra.", "impersonatedUser.extra.")):
+            return "keyword"
+        if member in flattened or member.startswith(flattened_keys):
+            return "keyword"
+        if member in text:
+            return "text"
+        if member in long:
+            return "long"
+        return "keyword" if member in keyword else "none"
+
+    return types
+
+
+# The Kubernetes integration: source.ip and client.ip are `ip` (addresses and CIDR ranges).
+elastic_kubernetes_types = integration_types(
+    "kubernetes.audit.",
+    ELASTIC_KUBERNETES_AUDIT_KEYWORD,
+    ELASTIC_KUBERNETES_AUDIT_TEXT,
+    ELASTIC_KUBERNETES_AUDIT_LONG,
+    ELASTIC_KUBERNETES_AUDIT_FLATTENED,
+    frozenset(ELASTIC_IP_FIELDS),
+)
 
 
 # OpenSearch's dynamic mapping gives a string a keyword sub-field with ignore_above 256: a
@@ -151,20 +171,10 @@ ELASTIC_EKS_AUDIT_KEYWORD = {
 ELASTIC_EKS_AUDIT_LONG = {"responseStatus.code", "responseStatus.retryAfterSeconds"}
 
 
-def elastic_aws_eks_types(path: str) -> str:
-    """The Elasticsearch type of a document path in the AWS integration's eks_audit data
-    stream: its fields.yml for aws.eks.audit.*, user.extra keyword; ECS fields keyword-like."""
-    prefix = "aws.eks.audit."
-    if not path.startswith(prefix):
-        return "keyword"
-    member = path.removeprefix(prefix)
-    if member.startswith(("user.extra.", "impersonatedUser.extra.")):
-        return "keyword"
-    if member in ELASTIC_EKS_AUDIT_TEXT:
-        return "text"
-    if member in ELASTIC_EKS_AUDIT_LONG:
-        return "long"
-    return "keyword" if member in ELASTIC_EKS_AUDIT_KEYWORD else "none"
+# The AWS integration's EKS data stream: sourceIPs is a keyword there (no CIDR).
+elastic_aws_eks_types = integration_types(
+    "aws.eks.audit.", ELASTIC_EKS_AUDIT_KEYWORD, ELASTIC_EKS_AUDIT_TEXT, ELASTIC_EKS_AUDIT_LONG
+)
 
 
 def _without_empty(value: Any) -> Any:

@@ -1,5 +1,6 @@
 """The deployable artifacts: each parses with its format's own tooling where the registries
-have one, carries the rule's own metadata, and embeds exactly the query the engines ran."""
+have one, carries the rule's own metadata, and embeds exactly the query the engines ran. Every
+rule has its entry (a fork's rules too); the TokenRequest rule's is checked field by field."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ import pytest
 import yaml
 from addonfactory_splunk_conf_parser_lib import TABConfigParser
 from cases import load_cases, load_env_cases, raw_event
+from conftest import RULE_STEM
 from engines import run_kql, run_kql_azurediagnostics
 from shapes import elastic_kubernetes_types
 
 from convert import ARTIFACTS, QUERIES_DIR, TARGETS_BY_NAME
-from k8s_audit_detect.artifacts import arm_literals, triage_guide
+from k8s_audit_detect.artifacts import LEVELS, arm_literals, triage_guide
+from k8s_audit_detect.rules import rule_stem
 
-RULE_STEM = "credential_access_kubernetes_serviceaccount_token_requested"
 ARTIFACT = {a.name: a for a in ARTIFACTS}
 
 
@@ -28,28 +30,39 @@ def variants_of(artifact_name: str) -> list[tuple[str, ...]]:
     return TARGETS_BY_NAME[ARTIFACT[artifact_name].target].variants()
 
 
-KIBANA = [(n, v) for n in ARTIFACT if n.startswith("kibana-") for v in variants_of(n)]
+KIBANA_ALL = [(n, v) for n in ARTIFACT if n.startswith("kibana-") for v in variants_of(n)]
+# the Lucene rules carry the plain rule; the ES|QL and EQL rules the correlations
+KIBANA = [(n, v) for n, v in KIBANA_ALL if ARTIFACT[n].options["type"] == "query"]
 
 
 @pytest.mark.parametrize(
     ("name", "variant"), KIBANA, ids=[f"{n}-{'+'.join(v) or 'rule'}" for n, v in KIBANA]
 )
-def test_kibana_rule(name, variant, generated, query_for, token_rule) -> None:
-    text = generated[QUERIES_DIR / name / "+".join(variant) / f"{RULE_STEM}.ndjson"]
-    (line,) = text.splitlines()
-    rule = json.loads(line)
+def test_kibana_rule(name, variant, generated, query_for, token_rule, all_rules) -> None:
     target = ARTIFACT[name].target
-    assert rule["query"] == query_for(target, variant)
     # the rule alone, and the GKE and AKS integrations' own environment, keep their old id
     tied = TARGETS_BY_NAME[target].environments is not None
     expected = f"{name}/{'+'.join(variant)}" if variant and not tied else name
-    assert rule["rule_id"] == str(uuid.uuid5(token_rule.id, expected))
-    assert (rule["type"], rule["language"]) == ("query", "lucene")
-    assert rule["index"] == list(ARTIFACT[name].options["index"])
+    for each in all_rules:
+        stem = rule_stem(each)
+        text = generated[QUERIES_DIR / name / "+".join(variant) / f"{stem}.ndjson"]
+        (line,) = text.splitlines()
+        document = json.loads(line)
+        assert document["query"] == query_for(target, variant, stem)
+        assert document["rule_id"] == str(uuid.uuid5(each.id, expected))
+        assert (document["type"], document["language"]) == ("query", "lucene")
+        assert document["index"] == list(ARTIFACT[name].options["index"])
+        severity, risk_score, _, _ = LEVELS[each.level.name.lower()]
+        assert (document["name"], document["severity"], document["risk_score"]) == (
+            each.title,
+            severity,
+            risk_score,
+        )
+        assert document["false_positives"] == each.falsepositives
+        assert document["references"] == each.references
+        assert document["note"] == triage_guide(each)
+    rule = json.loads(generated[QUERIES_DIR / name / "+".join(variant) / f"{RULE_STEM}.ndjson"])
     assert (rule["name"], rule["severity"], rule["risk_score"]) == (token_rule.title, "medium", 47)
-    assert rule["false_positives"] == token_rule.falsepositives
-    assert rule["references"] == token_rule.references
-    assert rule["note"] == triage_guide(token_rule)
     (threat,) = rule["threat"]
     assert threat["tactic"]["id"] == "TA0006"
     ids = {t["id"] for t in threat["technique"]} | {
@@ -59,7 +72,7 @@ def test_kibana_rule(name, variant, generated, query_for, token_rule) -> None:
     assert (rule["from"], rule["interval"]) == ("now-6m", "5m")
 
 
-def test_kibana_rule_ids_are_unique_across_every_ndjson_file(generated) -> None:
+def test_kibana_rule_ids_are_unique_across_every_ndjson_file(generated, all_rules) -> None:
     """One Kibana holds every variant side by side only if no two share a rule_id: importing
     a second rule with the same rule_id is refused, or with overwrite replaces the first."""
     ids: dict[str, list[str]] = {}
@@ -67,7 +80,12 @@ def test_kibana_rule_ids_are_unique_across_every_ndjson_file(generated) -> None:
         if path.suffix == ".ndjson":
             for line in text.splitlines():
                 ids.setdefault(json.loads(line)["rule_id"], []).append(str(path))
-    assert len(ids) == sum(len(variants_of(n)) for n in ARTIFACT if n.startswith("kibana-"))
+    files = sum(1 for path in generated if path.suffix == ".ndjson")
+    lucene = [
+        n for n in ARTIFACT if n.startswith("kibana-") and ARTIFACT[n].options["type"] == "query"
+    ]
+    # every rule's Lucene rule per variant, and the correlations' ES|QL and EQL rules
+    assert len(ids) == files > sum(len(variants_of(n)) for n in lucene) * len(all_rules)
     shared = {rule_id: paths for rule_id, paths in ids.items() if len(paths) > 1}
     assert not shared
 
@@ -81,9 +99,9 @@ SUPPRESSED_BY = {
 
 
 @pytest.mark.parametrize("name", SUPPRESSED_BY)
-def test_kibana_rule_alerts_once_per_audited_request(name, generated) -> None:
-    for variant in variants_of(name):
-        text = generated[QUERIES_DIR / name / "+".join(variant) / f"{RULE_STEM}.ndjson"]
+def test_kibana_rule_alerts_once_per_audited_request(name, generated, all_rules) -> None:
+    for variant, stem in [(v, rule_stem(r)) for v in variants_of(name) for r in all_rules]:
+        text = generated[QUERIES_DIR / name / "+".join(variant) / f"{stem}.ndjson"]
         suppression = json.loads(text)["alert_suppression"]
         assert suppression["group_by"] == [SUPPRESSED_BY[name]]
         assert suppression["duration"] == {"value": 6, "unit": "m"}  # the rule's look-back
@@ -97,7 +115,9 @@ SPLUNK = [("splunk-app", v) for v in variants_of("splunk-app")]
 @pytest.mark.parametrize(
     ("name", "variant"), SPLUNK, ids=["+".join(v) or "rule" for _, v in SPLUNK]
 )
-def test_splunk_app(name, variant, generated, query_for, token_rule) -> None:
+def test_splunk_app(
+    name, variant, generated, query_for, token_rule, all_rules, correlation_rules
+) -> None:
     folder = QUERIES_DIR / name / "+".join(variant) / "k8s_token_detect"
 
     def conf(path: str) -> TABConfigParser:
@@ -118,6 +138,16 @@ def test_splunk_app(name, variant, generated, query_for, token_rule) -> None:
     macros = conf("default/macros.conf")
     assert "kube_audit" in macros.sections()
     assert macros[f"{token_rule.name}_filter"]["definition"] == "search *"
+    # one search and one tuning macro per rule, and per correlation rule
+    every = [*all_rules, *correlation_rules]
+    assert sorted(searches.sections()) == sorted(rule.title for rule in every)
+    assert sorted(macros.sections()) == sorted(
+        ["kube_audit", *(f"{rule.name}_filter" for rule in every)]
+    )
+    for rule in all_rules:
+        assert searches[rule.title]["search"] == query_for("splunk", variant, rule_stem(rule))
+        _, _, severity, _ = LEVELS[rule.level.name.lower()]
+        assert searches[rule.title]["alert.severity"] == str(severity)
     app = conf("default/app.conf")
     assert app["package"]["id"] == app["id"]["name"] == "k8s_token_detect"
     assert app["id"]["version"] == app["launcher"]["version"]
@@ -224,10 +254,12 @@ SENTINEL = [n for n in ARTIFACT if n.startswith("sentinel-rules-")]
 RUNNERS = {"AzureDiagnostics": run_kql_azurediagnostics}
 
 
-def sentinel_file(name: str, generated: dict[Path, str], extension: str) -> str:
+def sentinel_file(
+    name: str, generated: dict[Path, str], extension: str, stem: str = RULE_STEM
+) -> str:
     (variant,) = variants_of(name)
     table = ARTIFACT[name].options["table"].lower()
-    return generated[QUERIES_DIR / name / "+".join(variant) / f"{RULE_STEM}_{table}.{extension}"]
+    return generated[QUERIES_DIR / name / "+".join(variant) / f"{stem}_{table}.{extension}"]
 
 
 def runs_like_the_tested_query(name: str, deployed: str, tested: str, rule, tmp: Path) -> None:
@@ -240,13 +272,20 @@ def runs_like_the_tested_query(name: str, deployed: str, tested: str, rule, tmp:
 
 @pytest.mark.parametrize("name", SENTINEL)
 def test_sentinel_rule_runs_like_the_tested_query(
-    name, generated, query_for, token_rule, tmp_path
+    name, generated, query_for, token_rule, all_rules, tmp_path
 ) -> None:
     (variant,) = variants_of(name)
     target = ARTIFACT[name].target
+    columns = ARTIFACT[name].options["entity_columns"]
+    for rule in all_rules:
+        document = yaml.safe_load(sentinel_file(name, generated, "yaml", rule_stem(rule)))
+        assert (
+            document["query"] == query_for(target, variant, rule_stem(rule)) + "\n" + columns + "\n"
+        )
+        assert (document["name"], document["kind"]) == (rule.title, "Scheduled")
     document = yaml.safe_load(sentinel_file(name, generated, "yaml"))
     tested = query_for(target, variant)
-    assert document["query"] == tested + "\n" + ARTIFACT[name].options["entity_columns"] + "\n"
+    assert document["query"] == tested + "\n" + columns + "\n"
     assert document["query"].startswith(tested + "\n| extend AccountName = ")
     assert document["kind"] == "Scheduled" and document["severity"] == "Medium"
     assert (document["queryFrequency"], document["queryPeriod"]) == ("5m", "6m")
@@ -259,7 +298,7 @@ def test_sentinel_rule_runs_like_the_tested_query(
     runs_like_the_tested_query(name, document["query"].rstrip("\n"), tested, token_rule, tmp_path)
 
 
-def test_sentinel_file_names_are_unique(generated) -> None:
+def test_sentinel_file_names_are_unique(generated, all_rules) -> None:
     """The Azure-Sentinel repository's validation finds a detection by its file name alone
     (Directory.GetFiles(..., name, AllDirectories).Single()): no two may share one."""
     names = [
@@ -267,7 +306,16 @@ def test_sentinel_file_names_are_unique(generated) -> None:
         for path in generated
         if path.is_relative_to(QUERIES_DIR) and path.relative_to(QUERIES_DIR).parts[0] in SENTINEL
     ]
-    assert len(names) == 2 * len(SENTINEL)  # the content-repository YAML and the ARM template
+    # the content-repository YAML and the ARM template, for each query of the artifact's
+    # target (every rule's, and each correlation's the table expresses)
+    queries = [
+        path
+        for name in SENTINEL
+        for variant in variants_of(name)
+        for path in generated
+        if path.parent == QUERIES_DIR / ARTIFACT[name].target / "+".join(variant)
+    ]
+    assert len(names) == 2 * len(queries) > 2 * len(SENTINEL) * len(all_rules)
     assert len(set(names)) == len(names)
 
 
@@ -289,11 +337,20 @@ ARM_REQUIRED = {
 
 
 @pytest.mark.parametrize("name", SENTINEL)
-def test_sentinel_arm_template(name, generated, query_for, token_rule, tmp_path) -> None:
+def test_sentinel_arm_template(name, generated, query_for, token_rule, all_rules, tmp_path) -> None:
     """An ARM template as the portal exports and imports it: a deployment template with a
     workspace parameter and one Sentinel scheduled rule, whose query is exactly the tested
     query plus the YAML's entity columns, and still runs like it on duckdb-kql."""
     (variant,) = variants_of(name)
+    columns = ARTIFACT[name].options["entity_columns"]
+    for rule in all_rules:  # each rule's template: its own rule id, title and query
+        stem = rule_stem(rule)
+        (resource,) = json.loads(sentinel_file(name, generated, "json", stem))["resources"]
+        rule_id = yaml.safe_load(sentinel_file(name, generated, "yaml", stem))["id"]
+        assert resource["name"].endswith(f"'/Microsoft.SecurityInsights/{rule_id}')]")
+        assert resource["properties"]["displayName"] == rule.title
+        tested = query_for(ARTIFACT[name].target, variant, stem)
+        assert resource["properties"]["query"] == tested + "\n" + columns
     template = json.loads(sentinel_file(name, generated, "json"))
     document = yaml.safe_load(sentinel_file(name, generated, "yaml"))
     assert template["$schema"] == (
@@ -338,7 +395,17 @@ def test_arm_strings_are_literals(value, literal) -> None:
     assert arm_literals(value) == literal
 
 
-def test_rule_card_shows_every_target_and_its_evidence(generated, query_for, token_rule) -> None:
+def test_rule_card_shows_every_target_and_its_evidence(
+    generated, query_for, token_rule, all_rules, correlation_rules
+) -> None:
+    cards = [path for path in generated if path.parent == QUERIES_DIR / "cards"]
+    every = [*all_rules, *correlation_rules]
+    assert sorted(cards) == sorted(QUERIES_DIR / "cards" / f"{rule_stem(r)}.md" for r in every)
+    for rule in all_rules:
+        card = generated[QUERIES_DIR / "cards" / f"{rule_stem(rule)}.md"]
+        assert card.startswith(f"# {rule.title}\n")
+        for target in TARGETS_BY_NAME.values():
+            assert query_for(target.name, stem=rule_stem(rule)) in card
     card = generated[QUERIES_DIR / "cards" / f"{RULE_STEM}.md"]
     assert card.startswith(f"# {token_rule.title}\n")
     for target in TARGETS_BY_NAME.values():
@@ -355,17 +422,28 @@ LOKI = [("loki-ruler", v) for v in variants_of("loki-ruler")]
 
 
 @pytest.mark.parametrize(("name", "variant"), LOKI, ids=["+".join(v) or "rule" for _, v in LOKI])
-def test_loki_ruler_group(name, variant, generated, query_for, token_rule) -> None:
+def test_loki_ruler_group(name, variant, generated, query_for, token_rule, all_rules) -> None:
+    """One group, one alerting rule per Sigma rule, each on that rule's tested query."""
     from test_logql import parse
 
     document = yaml.safe_load(generated[QUERIES_DIR / name / "+".join(variant) / "rules.yaml"])
     (group,) = document["groups"]
-    (alert,) = group["rules"]
+    alerts = {alert["annotations"]["sigma_id"]: alert for alert in group["rules"]}
+    plain = [
+        a for a in group["rules"] if a["annotations"]["sigma_id"] in {str(r.id) for r in all_rules}
+    ]
+    assert len(alerts) == len(group["rules"]) and len(plain) == len(all_rules)
+    for rule in all_rules:
+        alert = alerts[str(rule.id)]
+        assert (alert["alert"], alert["annotations"]["summary"]) == (rule.name, rule.title)
+        query = query_for("loki", variant, rule_stem(rule))
+        assert alert["expr"] == f"sum(count_over_time({query} [6m])) > 0"
+    alert = alerts[str(token_rule.id)]
     assert alert["alert"] == token_rule.name
     assert alert["expr"] == f"sum(count_over_time({query_for('loki', variant)} [6m])) > 0"
     assert alert["labels"]["severity"] == "medium"
-    assert alert["annotations"]["sigma_id"] == str(token_rule.id)
-    assert parse([alert["expr"]]) == ["ok"]  # Grafana's grammar reads the metric query
+    # Grafana's grammar reads every metric query
+    assert parse([a["expr"] for a in group["rules"]]) == ["ok"] * len(group["rules"])
 
 
 OPENSEARCH = [("opensearch-monitors", v) for v in variants_of("opensearch-monitors")]
@@ -374,7 +452,13 @@ OPENSEARCH = [("opensearch-monitors", v) for v in variants_of("opensearch-monito
 @pytest.mark.parametrize(
     ("name", "variant"), OPENSEARCH, ids=["+".join(v) or "rule" for _, v in OPENSEARCH]
 )
-def test_opensearch_monitor(name, variant, generated, query_for, token_rule) -> None:
+def test_opensearch_monitor(name, variant, generated, query_for, token_rule, all_rules) -> None:
+    for rule in all_rules:
+        path = QUERIES_DIR / name / "+".join(variant) / f"{rule_stem(rule)}.json"
+        monitor = json.loads(generated[path])
+        assert monitor["name"] == rule.title
+        query = monitor["inputs"][0]["search"]["query"]["query"]["bool"]["filter"][0]
+        assert query["query_string"]["query"] == query_for("opensearch", variant, rule_stem(rule))
     monitor = json.loads(generated[QUERIES_DIR / name / "+".join(variant) / f"{RULE_STEM}.json"])
     assert monitor["monitor_type"] == "query_level_monitor" and monitor["name"] == token_rule.title
     (search,) = monitor["inputs"]
@@ -382,3 +466,136 @@ def test_opensearch_monitor(name, variant, generated, query_for, token_rule) -> 
     query_string, window = search["search"]["query"]["query"]["bool"]["filter"]
     assert query_string["query_string"]["query"] == query_for("opensearch", variant)
     assert window["range"]["stageTimestamp"]["gte"] == "now-6m"
+
+
+# ---------------------------------------------------------------------------------------------
+# The correlation rules' artifacts
+
+CORRELATION_STEMS = {
+    "correlation_credential_access_kubernetes_serviceaccount_token_minting_burst",
+    "correlation_credential_access_kubernetes_serviceaccount_token_probe_then_mint",
+    "correlation_lateral_movement_kubernetes_pod_token_used_from_another_place",
+}
+
+
+@pytest.fixture(scope="module")
+def correlations_by_stem(correlation_rules):
+    from k8s_audit_detect.rules import rule_stem
+
+    return {rule_stem(rule): rule for rule in correlation_rules}
+
+
+KIBANA_CORRELATIONS = [(n, v) for n, v in KIBANA_ALL if ARTIFACT[n].options["type"] != "query"]
+
+
+@pytest.mark.parametrize(
+    ("name", "variant"),
+    KIBANA_CORRELATIONS,
+    ids=[f"{n}-{'+'.join(v) or 'rule'}" for n, v in KIBANA_CORRELATIONS],
+)
+def test_kibana_correlation_rules(
+    name, variant, generated, query_for, correlations_by_stem
+) -> None:
+    """An ES|QL or EQL rule per correlation the target expresses (the index in the ES|QL
+    query's FROM, in `index` for EQL), reading the correlation's timespan each run."""
+    folder = QUERIES_DIR / name / "+".join(variant)
+    found = {path.stem: text for path, text in generated.items() if path.parent == folder}
+    target = ARTIFACT[name].target
+    expected = {
+        s
+        for s in CORRELATION_STEMS
+        if (QUERIES_DIR / target / "+".join(variant) / f"{s}.{TARGETS_BY_NAME[target].extension}")
+        in generated
+    }
+    assert set(found) == expected and expected
+    for stem, text in found.items():
+        rule = json.loads(text)
+        correlation = correlations_by_stem[stem]
+        assert rule["query"] == query_for(target, variant, stem)
+        assert (rule["type"], rule["language"]) == (ARTIFACT[name].options["type"],) * 2
+        assert ("index" in rule) == (rule["type"] == "eql")
+        minutes = -(-correlation.timespan.seconds // 60) + 5
+        assert (rule["from"], rule["interval"]) == (f"now-{minutes}m", "5m")
+        assert rule["name"] == correlation.title
+        assert rule["note"] == triage_guide(correlation)
+
+
+def test_splunk_correlation_searches(generated, query_for, correlations_by_stem) -> None:
+    """Each correlation a saved search over its timespan, alerting once per group and
+    timespan, with its own tuning macro."""
+    folder = QUERIES_DIR / "splunk-app" / "k8s_token_detect"
+    searches = TABConfigParser()
+    searches.read_string(generated[folder / "default/savedsearches.conf"])
+    macros = TABConfigParser()
+    macros.read_string(generated[folder / "default/macros.conf"])
+    for stem, rule in correlations_by_stem.items():
+        search = searches[rule.title]
+        # the search spans lines: each but the last ends in .conf's continuation backslash
+        assert search["search"].replace("\\\n", "\n") == query_for("splunk", (), stem)
+        minutes = -(-rule.timespan.seconds // 60)
+        assert search["dispatch.earliest_time"] == f"-{minutes + 5}m@m"
+        assert search["alert.suppress"] == "1"
+        assert search["alert.suppress.fields"] == ",".join(rule.group_by)
+        assert search["alert.suppress.period"] == f"{minutes}m"
+        assert macros[f"{rule.name}_filter"]["definition"] == "search *"
+
+
+@pytest.mark.parametrize("name", SENTINEL)
+def test_sentinel_correlation_rules(name, generated, query_for, correlations_by_stem) -> None:
+    """A scheduled rule per correlation the table expresses: the tested query (plus the
+    Account column where the group is a user), over the timespan and the interval."""
+    (variant,) = variants_of(name)
+    table = ARTIFACT[name].options["table"].lower()
+    target = ARTIFACT[name].target
+    for stem, rule in correlations_by_stem.items():
+        path = QUERIES_DIR / name / "+".join(variant) / f"{stem}_{table}.yaml"
+        tested = QUERIES_DIR / target / "+".join(variant) / f"{stem}.kql"
+        assert (path in generated) == (tested in generated)
+        if tested not in generated:
+            continue
+        document = yaml.safe_load(generated[path])
+        query = query_for(target, variant, stem)
+        if "user.username" in rule.group_by:
+            account = ARTIFACT[name].options["correlation_account_column"]
+            assert document["query"] == query + "\n" + account + "\n"
+            assert [m["entityType"] for m in document["entityMappings"]] == ["Account"]
+        else:
+            assert document["query"] == query + "\n"
+            assert "entityMappings" not in document
+        minutes = -(-rule.timespan.seconds // 60) + 5
+        assert (document["queryFrequency"], document["queryPeriod"]) == ("5m", f"{minutes}m")
+
+
+def test_loki_ruler_alerts_on_the_correlation_metric_query(generated, query_for) -> None:
+    from test_logql import parse
+
+    document = yaml.safe_load(generated[QUERIES_DIR / "loki-ruler" / "rules.yaml"])
+    alerts = {alert["alert"]: alert for alert in document["groups"][0]["rules"]}
+    burst = alerts["kubernetes_serviceaccount_token_minting_burst"]
+    stem = "correlation_credential_access_kubernetes_serviceaccount_token_minting_burst"
+    assert burst["expr"] == query_for("loki", (), stem)
+    assert parse([burst["expr"]]) == ["ok"]
+
+
+def test_correlation_rule_cards(generated, query_for, correlation_rules) -> None:
+    """A correlation's card: its correlation and base rules, each expressing target's query
+    with what ran it, each other target under Not available on with why, and only the
+    environment filters that name one of its base rules."""
+    from convert import TARGETS
+    from k8s_audit_detect import correlations
+
+    for rule in correlation_rules:
+        stem = rule_stem(rule)
+        card = generated[QUERIES_DIR / "cards" / f"{stem}.md"]
+        assert card.startswith(f"# {rule.title}\n") and "## Correlation\n" in card
+        for base in correlations.base_rules(rule):
+            assert f"- `{base.name}`: {base.title}" in card
+        for target in TARGETS:
+            why = correlations.limit(dict(target.correlation_limits), rule)
+            if why is None:
+                assert f"Verified by: {target.correlation_verified_by}." in card
+                assert query_for(target.name, stem=stem) in card
+            else:
+                assert f"- {target.name}: correlation {why}" in card
+        stolen = "pod_token_used_from_another_place" in stem
+        assert ("| `eks` |" in card) != stolen  # the environments' filters name no base rule

@@ -107,11 +107,18 @@ def test_a_filter_saved_as_yaml_applies_like_yml(repo) -> None:
 
 
 def test_an_org_filter_saved_as_yaml_applies_like_yml(repo) -> None:
-    example = repo / "examples" / "org-filters" / "org_ci_deployer.yml"
-    shutil.copy(example, repo / "sigma" / "filters" / "org" / "org_ci_deployer.yaml")
+    """The example filter under an id and a user of its own (a fork may have the example in
+    sigma/filters/org/ already)."""
+    example = (repo / "examples" / "org-filters" / "org_ci_deployer.yml").read_text()
+    text = example.replace(
+        "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d", "9e8d7c6b-5a49-4382-9170-a1b2c3d4e5f6"
+    )
+    text = text.replace("ci:deployer", "ci:yaml-deployer")
+    assert text.count("9e8d7c6b-") == text.count("ci:yaml-deployer") == 1
+    (repo / "sigma" / "filters" / "org" / "org_ci_yaml_deployer.yaml").write_text(text)
     result = run(repo, "-t", "splunk", "--stdout")
     assert result.returncode == 0, result.stderr
-    assert "system:serviceaccount:ci:deployer" in result.stdout
+    assert 'user.username="system:serviceaccount:ci:yaml-deployer"' in result.stdout
 
 
 def test_a_rule_saved_as_yaml_converts_like_yml(repo) -> None:

@@ -1,5 +1,6 @@
 """Queries that no engine here can run, pinned as reviewed strings (Lucene, EQL and DuckDB SQL
-are executed in test_engines.py instead).
+are executed in test_engines.py instead): the shipped rule's, with the shipped environment
+filters and no organisation filter (a fork's own filters leave these pins as they are).
 
 Review notes (what a SOC engineer checked in each):
 - Splunk: starts from the site's `kube_audit` macro, ends in the rule's `_filter` macro. SPL
@@ -112,43 +113,37 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("target", EXPECTED)
-def test_golden(target: str, query_for) -> None:
-    assert query_for(target) == EXPECTED[target]
+def test_golden(target: str, shipped_query) -> None:
+    assert shipped_query(target) == EXPECTED[target]
 
 
+# The rule's own conditions on Sumo's records: every raw path read from fields['message.<path>']
+SUMO_RULE = (
+    "AND fields['message.verb']=\"create\" "
+    "AND fields['message.objectRef.resource']=\"serviceaccounts\" "
+    "AND fields['message.objectRef.subresource']=\"token\" "
+    'AND (fields[\'message.stage\'] in ("ResponseComplete", "Panic") '
+    "OR isEmpty(fields['message.stage'])) "
+    "AND !(fields['message.user.username'] matches /system:node:.*/ "
+    "OR fields['message.user.username']=\"system:kube-controller-manager\")"
+)
 SUMO_EXPRESSIONS = {
-    # Sumo's own Kubernetes rules select vendor and product Kubernetes and read raw paths as
-    # fields['message.<path>'] (SumoLogic/cloud-siem-content-catalog audit/rules.json)
-    "sumologic-cse": (
-        'metadata_vendor="Kubernetes" AND metadata_product="Kubernetes" '
-        "AND fields['message.verb']=\"create\" "
-        "AND fields['message.objectRef.resource']=\"serviceaccounts\" "
-        "AND fields['message.objectRef.subresource']=\"token\" "
-        'AND (fields[\'message.stage\'] in ("ResponseComplete", "Panic") '
-        "OR isEmpty(fields['message.stage'])) "
-        "AND !(fields['message.user.username'] matches /system:node:.*/ "
-        "OR fields['message.user.username']=\"system:kube-controller-manager\")"
-    ),
-    # and its EKS rules cloud_provider AWS and cloud_service EKS, with the eks filter
+    # Sumo's own Kubernetes rules select vendor and product Kubernetes
+    # (SumoLogic/cloud-siem-content-catalog audit/rules.json)
+    "sumologic-cse": f'metadata_vendor="Kubernetes" AND metadata_product="Kubernetes" {SUMO_RULE}',
+    # and its EKS rules cloud_provider AWS and cloud_service EKS; here with the eks filter
     "sumologic-cse-eks": (
-        'cloud_provider="AWS" AND cloud_service="EKS" '
-        "AND fields['message.verb']=\"create\" "
-        "AND fields['message.objectRef.resource']=\"serviceaccounts\" "
-        "AND fields['message.objectRef.subresource']=\"token\" "
-        'AND (fields[\'message.stage\'] in ("ResponseComplete", "Panic") '
-        "OR isEmpty(fields['message.stage'])) "
-        "AND !(fields['message.user.username'] matches /system:node:.*/ "
-        "OR fields['message.user.username']=\"system:kube-controller-manager\") "
+        f'cloud_provider="AWS" AND cloud_service="EKS" {SUMO_RULE} '
         "AND !fields['message.user.username'] matches /eks:.*/"
     ),
 }
 
 
 @pytest.mark.parametrize("target", SUMO_EXPRESSIONS)
-def test_sumologic_cse_rule_document(target: str, query_for, token_rule) -> None:
+def test_sumologic_cse_rule_document(target: str, shipped_query, token_rule) -> None:
     """A rule import document that Cloud SIEM reads: valid JSON, one rule, the rule's name
     and ATT&CK tags, and the reviewed expression."""
-    (rule,) = json.loads(query_for(target))["rules"]
+    (rule,) = json.loads(shipped_query(target))["rules"]
     assert rule["name"] == token_rule.title
     assert "_mitreAttackTechnique:T1528" in rule["tags"]
     assert rule["expression"] == SUMO_EXPRESSIONS[target]

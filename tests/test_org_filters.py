@@ -1,7 +1,11 @@
 """An organisation's filter values are user input. tests/data/adversarial_org_filter.yml
 excludes eleven user names full of characters that mean something in some query language;
 on every engine exactly those users are quiet, their look-alikes alert, and no value breaks
-out of the query it is embedded in (which would silence, or break, everything)."""
+out of the query it is embedded in (which would silence, or break, everything).
+
+Each test's filter is the only organisation filter (a fork's own, in sigma/filters/org/, are
+left out: the reference knows only the filter under test); the rules are the project's, a
+fork's too, and the TokenRequest rule's query is the one run."""
 
 from __future__ import annotations
 
@@ -14,12 +18,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import RULE_STEM
 from engines import ENGINES
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from convert import ROOT, RULES_DIR, TARGETS_BY_NAME, convert_target
-from k8s_audit_detect.rules import load_rules, sigma_rules
+from k8s_audit_detect.rules import ORG, load_rules, rule_stem, sigma_rules
 
 HERE = Path(__file__).resolve().parent
 ADVERSARIAL = HERE / "data" / "adversarial_org_filter.yml"
@@ -65,12 +70,23 @@ NO_LITERAL_WILDCARDS = {
 LITERAL_WILDCARD_USERS = {"nomatch_literal_star", "nomatch_literal_question_mark"}
 
 
-def filters_with(tmp: Path, filter_text: str) -> Path:
-    """sigma/filters/ with this filter as the organisation's own."""
+def filters_with(tmp: Path, filter_text: str, name: str = ADVERSARIAL.name) -> Path:
+    """sigma/filters/ with this filter as the organisation's only one."""
     folder = tmp / "filters"
-    shutil.copytree(ROOT / "sigma" / "filters", folder)
-    (folder / "org" / ADVERSARIAL.name).write_text(filter_text, encoding="utf-8")
+    shutil.copytree(ROOT / "sigma" / "filters", folder, ignore=shutil.ignore_patterns(ORG))
+    (folder / ORG).mkdir()
+    (folder / ORG / name).write_text(filter_text, encoding="utf-8")
     return folder
+
+
+def token_rule_query(target_name: str, folder: Path, variant: tuple[str, ...] | None = None):
+    """The TokenRequest rule and its query for the target, every rule loaded with the filters
+    in folder (the target's first variant by default)."""
+    target = TARGETS_BY_NAME[target_name]
+    envs = target.variants()[0] if variant is None else variant
+    collection = load_rules(RULES_DIR, folder, envs, ROOT)
+    (rule,) = [r for r in sigma_rules(collection) if rule_stem(r) == RULE_STEM]
+    return rule, convert_target(target, collection, with_correlations=False)[RULE_STEM]
 
 
 def without_literal_wildcards(text: str) -> str:
@@ -84,14 +100,11 @@ def hits(tmp_path_factory):
     def run(engine: str) -> set[str]:
         if engine not in found:
             target_name, runner = ENGINES[engine]
-            target = TARGETS_BY_NAME[target_name]
             text = ADVERSARIAL.read_text(encoding="utf-8")
             if engine in NO_LITERAL_WILDCARDS:
                 text = without_literal_wildcards(text)
             folder = filters_with(tmp_path_factory.mktemp(engine), text)
-            collection = load_rules(RULES_DIR, folder, target.variants()[0], ROOT)
-            (rule,) = sigma_rules(collection)
-            (query,) = convert_target(target, collection).values()
+            rule, query = token_rule_query(target_name, folder)
             events = [event(name, user) for name, user in USERS.items()]
             found[engine] = runner(query, rule, events, tmp_path_factory.mktemp(engine))
         return found[engine]
@@ -129,8 +142,7 @@ def test_splunk_quotes_every_hostile_value(tmp_path) -> None:
     case."""
     text = ADVERSARIAL.read_text(encoding="utf-8").replace("      - 'deploy\\*bot'\n", "")
     folder = filters_with(tmp_path, text)
-    collection = load_rules(RULES_DIR, folder, (), ROOT)
-    (query,) = convert_target(TARGETS_BY_NAME["splunk"], collection).values()
+    _, query = token_rule_query("splunk", folder, ())
     assert (
         'NOT (user.username IN ("q?x", "say \\"hi\\" there", "it\'s", '
         '"back\\\\slash", "trail\\\\", "x\\") or true or (\\"", "x\' OR \'1\'=\'1", "a/b/c", '
@@ -253,14 +265,10 @@ def convert_refusing(
     target = TARGETS_BY_NAME[ENGINES[engine][0]]
     kept, refused = list(values), []
     for attempt in range(len(values) + 1):
-        folder = tmp / f"attempt{attempt}"
-        shutil.copytree(ROOT / "sigma" / "filters", folder)
-        path = folder / "org" / "generated.yml"
-        path.write_text(filter_document(kept), encoding="utf-8")
+        folder = filters_with(tmp / f"attempt{attempt}", filter_document(kept), "generated.yml")
+        path = folder / ORG / "generated.yml"
         try:
-            collection = load_rules(RULES_DIR, folder, target.variants()[0], ROOT)
-            (rule,) = sigma_rules(collection)
-            (query,) = convert_target(target, collection).values()
+            rule, query = token_rule_query(target.name, folder)
             return query, rule, kept, refused
         except UserError as error:
             message = str(error)

@@ -1,0 +1,84 @@
+"""Replay's correlation rules: each correlation's DuckDB SQL (the duckdb target's, from
+k8s_audit_detect/correlation_backends.py) over every input file at once, so a sequence split
+across files, or written out of order, is still one sequence. The files are read by one view
+with the columns all the correlations need; each correlation gives one alert per correlated
+group: the group's key (a credential id, an identity), when it started and ended, the measured
+value, and the events that made it.
+
+The files are read once, for every rule and every correlation: replay's single pass over each
+input (k8s_audit_detect/replay.py) keeps the events any base rule matches in a temporary table
+named as replay's view (`k8s_audit`), which each correlation's query then reads
+(`correlate_table`); the other events are not kept.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from k8s_audit_detect.replay import ALERT_FIELDS, VIEW, rule_fields
+
+if TYPE_CHECKING:
+    from sigma.correlations import SigmaCorrelationRule
+
+# Columns of a correlation's result that are not the group's key.
+RESULT_COLUMNS = ("first_seen", "last_seen", "events")
+
+
+def correlation_fields(rule: SigmaCorrelationRule) -> list[str]:
+    """Every audit path a correlation reads: its base rules' detection and `fields`, the fields
+    its aliases join on, its group-by and its counted field."""
+    from sigma.correlations import SigmaCorrelationCondition
+
+    from k8s_audit_detect.correlations import base_rules
+
+    found: list[str] = []
+    for base in base_rules(rule):
+        found += rule_fields(base)
+    found += [field for alias in rule.aliases for field in alias.mapping.values()]
+    aliases = {alias.alias for alias in rule.aliases}
+    found += [field for field in rule.group_by if field not in aliases]
+    if isinstance(rule.condition, SigmaCorrelationCondition) and rule.condition.fieldref:
+        refs = rule.condition.fieldref
+        found += refs if isinstance(refs, list) else [refs]
+    return list(dict.fromkeys([*found, *ALERT_FIELDS]))
+
+
+TABLE_QUERY = f"SELECT * FROM {VIEW} WHERE "  # how the duckdb target writes a rule's query
+
+
+def base_condition(query: str) -> str:
+    """A base rule's condition, from the duckdb target's `SELECT * FROM k8s_audit WHERE ...`."""
+    if not query.startswith(TABLE_QUERY):
+        raise ValueError(f"not a duckdb target query: {query[:60]}")
+    return query[len(TABLE_QUERY) :]
+
+
+def alert(rule: SigmaCorrelationRule, row: dict[str, Any]) -> str:
+    """One alert line: the rule, the group's key, its span, the value and the events."""
+    metric = rule.type.name.lower()
+    group = {k: v for k, v in row.items() if k not in (*RESULT_COLUMNS, metric)}
+    line = {
+        "rule_id": str(rule.id),
+        "rule": rule.title,
+        "level": rule.level.name.lower() if rule.level else None,
+        "correlation": metric,
+        "group": group,
+        "first_seen": row["first_seen"],
+        "last_seen": row["last_seen"],
+        metric: row.get(metric),
+        "events": row["events"],
+    }
+    return json.dumps(line, ensure_ascii=False)
+
+
+def correlate_table(
+    connection: Any, correlations: Sequence[tuple[SigmaCorrelationRule, str]]
+) -> Iterator[tuple[str, str]]:
+    """(rule id, alert line) for each correlation's groups, over the table `k8s_audit` of the
+    events the base rules match (replay fills it as it reads each input)."""
+    for rule, query in correlations:
+        result = connection.execute(f"SELECT to_json(alert) FROM ({query}) AS alert")
+        for (row,) in result.fetchall():
+            yield str(rule.id), alert(rule, json.loads(row))

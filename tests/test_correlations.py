@@ -1,0 +1,82 @@
+"""The correlation rules executed: each engine here that runs a target's correlation queries
+runs them over every sequence written for the rule (tests/sequences/), in the platform's
+shape, and must alert for exactly the groups the sequence is labelled with, once each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cases import Sequence, load_sequences
+from engines import CORRELATION_ENGINES
+
+from convert import TARGETS_BY_NAME, load_rules
+from k8s_audit_detect import correlations
+from k8s_audit_detect.rules import rule_stem
+
+SEQUENCES = load_sequences()
+RESULT_COLUMNS = {
+    "first_seen",
+    "last_seen",
+    "events",
+    "event_count",
+    "value_count",
+    "temporal",
+    "temporal_ordered",
+    "sigma_first",
+    "sigma_last",
+}
+
+
+def correlation_stems() -> dict[str, str]:
+    """Sequence folder name -> the correlation rule's file stem that ends with it."""
+    stems = [rule_stem(r) for r in correlations.correlation_rules(load_rules())]
+    return {s.rule: next(stem for stem in stems if stem.endswith(s.rule)) for s in SEQUENCES}
+
+
+STEMS = correlation_stems()
+
+
+def runs() -> list[tuple[str, tuple[str, ...], Sequence]]:
+    """(engine, environments, sequence) for every sequence of a correlation the engine's
+    target expresses: without environment filters, and under a sequence's own environment."""
+    rules = {rule_stem(r): r for r in correlations.correlation_rules(load_rules())}
+    found = []
+    for engine, (target_name, _) in CORRELATION_ENGINES.items():
+        target = TARGETS_BY_NAME[target_name]
+        limits = dict(target.correlation_limits)
+        for sequence in SEQUENCES:
+            if correlations.limit(limits, rules[STEMS[sequence.rule]]) is not None:
+                continue
+            if target.environments is not None:  # tied to a platform: its own environment
+                if sequence.env is None or sequence.env in target.environments:
+                    found.append((engine, target.variants()[0], sequence))
+                continue
+            found.append((engine, (), sequence))
+            if sequence.env is not None:
+                found.append((engine, (sequence.env,), sequence))
+    return found
+
+
+RUNS = runs()
+
+
+@pytest.mark.parametrize(
+    ("engine", "variant", "sequence"),
+    RUNS,
+    ids=[f"{e}-{'+'.join(v) or 'rule'}-{s.rule}-{s.id}" for e, v, s in RUNS],
+)
+def test_correlation_engines(engine, variant, sequence, query_for, tmp_path: Path) -> None:
+    target, runner = CORRELATION_ENGINES[engine]
+    stem = STEMS[sequence.rule]
+    (rule,) = [
+        r for r in correlations.correlation_rules(load_rules(variant)) if rule_stem(r) == stem
+    ]
+    rows = runner(query_for(target, variant, stem), rule, sequence.events(), tmp_path)
+    keys = [
+        "|".join(str(value) for name, value in row.items() if name not in RESULT_COLUMNS)
+        for row in rows
+    ]
+    assert set(keys) == sequence.expected(variant), rows
+    if not engine.endswith("eql"):  # an EQL sequence alerts per match; the others per group
+        assert len(keys) == len(set(keys)), f"more than one alert for a group: {rows}"
