@@ -739,3 +739,68 @@ def test_each_alert_is_at_its_own_line(tmp_path: Path, pairs) -> None:
     code, alerts, err = replay_in_process([str(log)], pairs)
     assert [a["line"] for a in alerts] == [1, 2, 3]
     assert code == 0, err
+
+
+def test_correlations_come_from_the_same_single_read(tmp_path: Path, monkeypatch) -> None:
+    """The shipped correlation rules run over the events their base rules match, kept as the
+    one read of each input goes (main read every file once more for them): two files, two
+    reads, and a burst of token requests split across them is one correlated group."""
+    import duckdb
+
+    from k8s_audit_detect import correlations
+    from k8s_audit_detect.cli import (
+        REPLAY_TARGET,
+        convert_plain,
+        convert_target,
+        load_rules,
+        rule_stem,
+        sigma_rules,
+    )
+
+    collection = load_rules([])
+    queries = convert_target(REPLAY_TARGET, collection)
+    plain = [(r, queries[rule_stem(r)]) for r in sigma_rules(collection) if r._output]
+    found = correlations.correlation_rules(collection)
+    assert found, "the repository ships correlation rules"
+    correlated = [(r, queries[rule_stem(r)]) for r in found]
+    bases = list({id(b): b for r in found for b in correlations.base_rules(r)}.values())
+    base_queries = [q for _, q in convert_plain(REPLAY_TARGET, bases)]
+    attack = json.loads((EVENTS / "match_human_user_kubectl_create_token.json").read_text())
+    burst = [
+        dict(
+            attack,
+            auditID=f"burst-{n}",
+            requestURI=f"/api/v1/namespaces/prod/serviceaccounts/sa-{n % 6}/token",
+            responseStatus={"code": 201},
+        )
+        for n in range(60)
+    ]
+    logs = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    for log, part in zip(logs, (burst[:30], burst[30:]), strict=True):
+        log.write_text("".join(json.dumps(e) + "\n" for e in part))
+    reads: list[str] = []
+    connect = duckdb.connect
+
+    class Counting:
+        def __init__(self) -> None:
+            self.inner = connect()
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            if "read_json" in sql:
+                reads.append(sql)
+            return self.inner.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(duckdb, "connect", Counting)
+    out, err = io.StringIO(), io.StringIO()
+    code = replay.run_replay(
+        [str(log) for log in logs], plain, out, err, "json", correlated, base_queries
+    )
+    alerts = [json.loads(x) for x in out.getvalue().split("\n") if x]
+    groups = [a for a in alerts if "correlation" in a]
+    assert len(reads) == 2
+    assert len([a for a in alerts if "correlation" not in a]) == 60
+    assert any(a["correlation"] == "value_count" for a in groups), err.getvalue()
+    assert code == 0
