@@ -2,17 +2,20 @@
 
     .venv/bin/python benchmarks/bench_replay.py [--events 1000000] [--rounds 3] [--dir bench-data]
 
-Runs, each in its own process, interleaved over --rounds rounds (medians reported; wall time
-and peak memory from wait4's ru_maxrss):
-- replay: `convert.py replay FILE`, the repository's shipped rules (sigma/rules/);
-- replay, every rule: the same engine with every rule in the repository, sigma/rules/ and the
-  test rules under tests/rules/, in one pass (what `convert.py replay` does, with more rules);
+Runs, each in its own process, interleaved over --rounds rounds (medians reported; wall and
+CPU time and peak memory from wait4):
+- replay: `convert.py replay FILE`, the repository's shipped rules (sigma/rules/: the
+  TokenRequest rule and the correlation rules, whose base rules' events it keeps);
+- replay, every rule: the same with the test rules under tests/rules/ too, still one read;
 - each of those on a copy of the file with one malformed line in the middle;
+- replay on an empty file: its start-up (pySigma loading and converting the rules);
 - (b) one hand-written DuckDB query with an explicit column list that does replay's job for
-  the shipped rule (each alert as a JSON line with its triage fields);
-- (b1) the same condition, only counted; and on request (--python-loop) (a) a Python loop.
-Bounds (issue 10): replay with every rule <= 1.3x the time of (b); with one malformed line
-<= 2x the clean run and the same peak memory (+-20%).
+  the TokenRequest rule (each alert as a JSON line with its triage fields); (b1) the same
+  condition, only counted; (b*) one query with every plain rule's condition OR-ed;
+- on request: every rule and correlation with one read of the file each (--separate), and
+  (a) a Python loop (--python-loop).
+Bounds (issue 10): replay with every rule <= 1.3x the time of a hand-written query; with one
+malformed line <= 2x the clean run and the same peak memory (+-20%).
 """
 
 from __future__ import annotations
