@@ -100,6 +100,7 @@ TABLE_FIELDS = (
 )
 FORMATS = ("json", "table")
 VIEW = "k8s_audit"
+ROWS = '"replay:rows"'  # one plan query's result (Plan)
 MAX_REPORTED = 20  # bad lines reported one by one per input, then counted
 MAX_OBJECT = 16 * 1024 * 1024  # DuckDB's read_json maximum_object_size (its default)
 CHUNK = 64 * 1024 * 1024  # bytes of whole lines per block when reading a stream
@@ -257,9 +258,18 @@ def compile_rules(pairs: list[tuple[SigmaRule, str]], connection: Any) -> list[R
 
 
 class Plan:
-    """The one query that evaluates every rule over an input. With correlation rules, it also
-    marks the events their base rules match (`base`: conditions) and carries the fields the
-    correlations read (`keep`), for the table the correlations then run over."""
+    """The one query that evaluates every rule over an input, its result kept in the table
+    `ROWS`. With correlation rules, it also marks the events their base rules match (`base`:
+    conditions) and carries the fields the correlations read (`keep`), for the table the
+    correlations then run over.
+
+    Records are numbered in one of two ways. Lines (no batch seen): DuckDB reads the input on
+    every thread, and the table holds one row per record in input order, so that a row's
+    `rowid` (plus one) is its record's number; a row's payload is NULL unless replay handles
+    or keeps it. Batches and documents: `WITH ORDINALITY` numbers the records (on one thread),
+    and the table holds only the rows replay handles or keeps. (DuckDB keeps the rows of a read
+    in input order, and a table's `rowid` follows it, while `preserve_insertion_order` is on:
+    duckdb.org/docs/2.0/sql/dialect/order_preservation.)"""
 
     def __init__(
         self,
@@ -278,26 +288,43 @@ class Plan:
         self.fields = list(dict.fromkeys([*fields, *self.keep]))
         self.columns = json_columns(self.fields)
 
-    @property
-    def row_columns(self) -> str:
-        """The columns of a row as replay handles it (those of `sql`, the correlations' aside)."""
+    @staticmethod
+    def record(by_rowid: bool) -> str:
+        """A row's record number in the table."""
+        return "(rowid + 1)" if by_rowid else '"replay:rec"'
+
+    def rows(self, by_rowid: bool) -> str:
+        """The rows replay handles, from the table, in input order: record, batch item, batch
+        size, kind, bad, each rule's alert JSON or NULL, [the table's fields]."""
+        keys = (
+            f'{self.record(True)} AS "replay:rec", NULL::BIGINT AS "replay:item", '
+            'NULL::BIGINT AS "replay:n"'
+            if by_rowid
+            else '"replay:rec", "replay:item", "replay:n"'
+        )
         alerts = "".join(f', "replay:a{n}"' for n in range(len(self.rules)))
         shown = "".join(f", {_ident('replay:t:' + f)}" for f in TABLE_FIELDS) if self.table else ""
         return (
-            f'"replay:rec", "replay:item", "replay:n", "replay:kind", "replay:bad"{alerts}{shown}'
+            f'SELECT {keys}, "replay:kind", "replay:bad"{alerts}{shown} FROM {ROWS} '
+            'WHERE "replay:shown" ORDER BY rowid'
         )
 
-    @property
-    def kept_columns(self) -> str:
-        """The correlations' fields of a row, named by their paths."""
-        return ", ".join(f"{_ident('replay:c:' + f)} AS {_ident(f)}" for f in self.keep)
+    def kept(self, by_rowid: bool, before: int | None = None) -> str:
+        """The correlations' fields, named by their paths, of the table's rows that the base
+        rules match (of records before `before`)."""
+        columns = ", ".join(f"{_ident('replay:c:' + f)} AS {_ident(f)}" for f in self.keep)
+        where = '"replay:base"'
+        if before is not None:
+            where += f" AND {self.record(by_rowid)} < {before}"
+        return f"SELECT {columns} FROM {ROWS} WHERE {where}"
 
     def sql(self, sources: list[str], fmt: str, batches: bool, after: int) -> str:
-        """Rows of `row_columns` (record, batch item, batch size, kind, bad, each rule's alert
-        JSON or NULL, [the table's fields]) in input order: rows with an alert, bad rows, the
-        first row of each batch, the end sentinel, and (reading records whole) any EventList;
-        with correlation rules, also the events their base rules match, each row then with
-        "replay:shown" (whether replay handles it), "replay:base" and the kept fields."""
+        """The query whose result is the table (see the class): columns "replay:shown",
+        "replay:kind", "replay:bad", each rule's alert JSON or NULL ("replay:a<n>"), [the
+        table's fields], [with correlation rules "replay:base" and the kept fields]; with
+        batches also "replay:rec", "replay:item", "replay:n", of records after `after`.
+        A row is shown if it has an alert, is bad, is the first row of a batch, the end
+        sentinel, or (reading records whole) an EventList."""
         members = {**self.columns, "kind": self.columns.get("kind", "VARCHAR")}
         event = "STRUCT(" + ", ".join(f"{_ident(n)} {t}" for n, t in members.items()) + ")"
         read = {**members, "items": f"{event}[]"} if batches else members
@@ -305,10 +332,10 @@ class Plan:
         reader = (
             f"read_json([{', '.join(_literal(s) for s in sources)}], format = {_literal(fmt)}, "
             "records = true, ignore_errors = true, compression = 'none', "
-            f"maximum_object_size = {MAX_OBJECT}, columns = {{{columns}}}) WITH ORDINALITY"
+            f"maximum_object_size = {MAX_OBJECT}, columns = {{{columns}}})"
         )
-        keys = '"replay:rec", "replay:item", "replay:n", "replay:kind"'
         if batches:  # one row per event: a record's own, or each item of its batch
+            keys = '"replay:rec", "replay:item", "replay:n", "replay:kind"'
             pack = ", ".join(f"{_ident(n)} := {_ident(n)}" for n in members)
             entry = f"STRUCT(i BIGINT, e {event})"
             base = (
@@ -318,14 +345,12 @@ class Plan:
                 f"WHEN items IS NULL THEN [{{'i': NULL, 'e': struct_pack({pack})}}::{entry}] "
                 f"WHEN len(items) = 0 THEN [{{'i': -1, 'e': NULL}}::{entry}] "
                 "ELSE list_transform(items, lambda x, i: {'i': i - 1, 'e': x}) END) AS w "
-                f"FROM {reader})"
+                f"FROM {reader} WITH ORDINALITY)"
             )
-        else:
+        else:  # one row per record, numbered by the table's rowid
+            keys = '"replay:kind"'
             names = ", ".join(_ident(n) for n in self.columns)
-            base = (
-                'SELECT ordinality AS "replay:rec", NULL::BIGINT AS "replay:item", '
-                f'NULL::BIGINT AS "replay:n", kind AS "replay:kind", {names} FROM {reader}'
-            )
+            base = f'SELECT kind AS "replay:kind", {names} FROM {reader}'
         view = ", ".join(
             f"{column_expression(f, self.columns)} AS {_ident(f)}" for f in self.fields
         )
@@ -339,30 +364,40 @@ class Plan:
             flags += f', NOT "replay:bad" AND coalesce({either}, false) AS "replay:base"'
         wanted = "".join(f' OR "replay:r{n}"' for n in range(len(self.rules)))
         kinds = ", ".join(_literal(k) for k in [self.sentinel, *([] if batches else ["EventList"])])
-        shown = f'"replay:bad"{wanted} OR "replay:item" <= 0 OR "replay:kind" IN ({kinds})'
+        first = ' OR "replay:item" <= 0' if batches else ""
+        shown = f'"replay:bad"{wanted}{first} OR "replay:kind" IN ({kinds})'
         alerts = "".join(
             f', CASE WHEN "replay:r{n}" THEN json_object('
             + ", ".join(f"{_literal(f)}, {_ident(f)}" for f in rule.fields)
             + f') END AS "replay:a{n}"'
             for n, rule in enumerate(self.rules)
         )
-        table = "".join(
-            f", {_ident(f)} AS {_ident('replay:t:' + f)}" for f in TABLE_FIELDS if self.table
-        )
+
+        def when(flag: str, field: str, prefix: str) -> str:  # NULL in rows that need it not
+            value = _ident(field) if batches else f"CASE WHEN {flag} THEN {_ident(field)} END"
+            return f", {value} AS {_ident(prefix + field)}"
+
+        table = "".join(when('"replay:shown"', f, "replay:t:") for f in TABLE_FIELDS if self.table)
         kept = ""
         if self.base:
-            kept = ', "replay:base", "replay:shown"' + "".join(
-                f", {_ident(f)} AS {_ident('replay:c:' + f)}" for f in self.keep
+            kept = ', "replay:base"' + "".join(
+                when('"replay:base"', f, "replay:c:") for f in self.keep
             )
+        kind = '"replay:kind"' if batches else 'CASE WHEN "replay:shown" THEN "replay:kind" END'
         evaluated = (
             f'SELECT *{flags} FROM (SELECT *, ({bad}) AS "replay:bad" FROM '
             f"(SELECT {keys}, {view} FROM ({base}))) AS {VIEW}"
         )
-        return (
-            f'SELECT {keys}, "replay:bad"{alerts}{table}{kept} FROM (SELECT *, ({shown}) AS '
-            f'"replay:shown" FROM ({evaluated}) WHERE "replay:rec" > {after}) WHERE '
-            + ('"replay:shown" OR "replay:base"' if self.base else '"replay:shown"')
+        numbers = '"replay:rec", "replay:item", "replay:n", ' if batches else ""
+        select = (
+            f'SELECT {numbers}"replay:shown", {kind} AS "replay:kind", "replay:bad"'
+            f'{alerts}{table}{kept} FROM (SELECT *, ({shown}) AS "replay:shown" FROM '
+            f"({evaluated})"
         )
+        if not batches:
+            return select + ")"
+        kept_too = ' OR "replay:base"' if self.base else ""
+        return f'{select} WHERE "replay:rec" > {after}) WHERE "replay:shown"{kept_too}'
 
 
 # ---------------------------------------------------------------------------------------------
@@ -822,6 +857,7 @@ class Replayer:
         keep = dict.fromkeys(f for rule, _ in self.correlations for f in correlation_fields(rule))
         self.plan = Plan(rules, self.token, fmt == "table", base if correlations else (), keep)
         self.kept_table = False
+        self.by_rowid = False  # how the last query's rows are numbered (Plan)
         self.connection = connection
         self.out = out
         self.err = err
@@ -1048,7 +1084,8 @@ class Replayer:
         while True:
             sources = self.sources(source, NEWLINE_DELIMITED)
             try:
-                result = self.query(self.plan.sql(sources, NEWLINE_DELIMITED, state.batches, after))
+                sql = self.plan.sql(sources, NEWLINE_DELIMITED, state.batches, after)
+                result = self.query(sql, by_rowid=not state.batches)
                 while batch := result.fetchmany(BATCH):
                     if self.line_rows(state, batch, cursor):
                         break
@@ -1156,32 +1193,24 @@ class Replayer:
             location = f'"{unit}": {number}' + ("" if item is None else f', "item": {item}')
             self.emit(state, location, row)
 
-    def query(self, sql: str) -> Any:
-        """The result of one plan query, to fetch rows from. With correlation rules, the query's
-        rows are kept in a table first, so that one read of the input gives both the rows
-        replay handles and the events the correlations' base rules match (`keep`)."""
-        if not self.correlations:
-            return self.connection.execute(sql)
-        self.connection.execute(f'CREATE OR REPLACE TEMP TABLE "replay:rows" AS {sql}')
-        if not self.kept_table:
+    def query(self, sql: str, by_rowid: bool) -> Any:
+        """The rows replay handles of one plan query, to fetch from: the query's result is
+        kept in the table ROWS first (see Plan), which with correlation rules also holds the
+        events their base rules match, for `keep`. One read of the input gives both."""
+        self.by_rowid = by_rowid
+        self.connection.execute(f"CREATE OR REPLACE TEMP TABLE {ROWS} AS {sql}")
+        if self.correlations and not self.kept_table:
             self.connection.execute(
-                f"CREATE OR REPLACE TEMP TABLE {VIEW} AS SELECT {self.plan.kept_columns} "
-                'FROM "replay:rows" WHERE false'
+                f"CREATE OR REPLACE TEMP TABLE {VIEW} AS {self.plan.kept(by_rowid)} LIMIT 0"
             )
             self.kept_table = True
-        return self.connection.execute(
-            f'SELECT {self.plan.row_columns} FROM "replay:rows" WHERE "replay:shown"'
-        )
+        return self.connection.execute(self.plan.rows(by_rowid))
 
     def keep(self, before: int | None = None) -> None:
         """The events of the last query that the correlations' base rules match (of records
         before `before`), into the table the correlations run over."""
-        if not self.correlations:
-            return
-        where = '"replay:base"' + ("" if before is None else f' AND "replay:rec" < {before}')
-        self.connection.execute(
-            f'INSERT INTO {VIEW} SELECT {self.plan.kept_columns} FROM "replay:rows" WHERE {where}'
-        )
+        if self.correlations:
+            self.connection.execute(f"INSERT INTO {VIEW} {self.plan.kept(self.by_rowid, before)}")
 
     def correlate(self) -> None:
         """Each correlation rule over the events of every input that its base rules match: one
@@ -1209,7 +1238,7 @@ class Replayer:
                 self.out.write(_cells(cells))
 
     def _rows(self, sql: str) -> Iterator[tuple[Any, ...]]:
-        result = self.query(sql)
+        result = self.query(sql, by_rowid=False)
         while batch := result.fetchmany(BATCH):
             yield from batch
 
@@ -1242,6 +1271,7 @@ def run_replay(
     progress = _is_terminal(err)
     connection = duckdb.connect()
     connection.execute("SET enable_external_file_cache = false")
+    connection.execute("SET preserve_insertion_order = true")  # records numbered by rowid (Plan)
     connection.execute(f"SET enable_progress_bar = {str(progress).lower()}")
     connection.execute("SET enable_progress_bar_print = false")  # stdout carries only alerts
     base = [rule_condition(query, connection) for query in base_queries]

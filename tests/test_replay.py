@@ -804,3 +804,36 @@ def test_correlations_come_from_the_same_single_read(tmp_path: Path, monkeypatch
     assert len([a for a in alerts if "correlation" not in a]) == 60
     assert any(a["correlation"] == "value_count" for a in groups), err.getvalue()
     assert code == 0
+
+
+def test_each_alert_is_at_its_own_line_when_duckdb_reads_on_many_threads(
+    tmp_path: Path, pairs, monkeypatch
+) -> None:
+    """Replay numbers the records of a plain log by their row in a table DuckDB fills from a
+    parallel read (main numbered them on one thread, WITH ORDINALITY): on 8 threads over
+    7 MB of lines of varied length, every alert still carries its own line (each event's
+    auditID names it). With DuckDB allowed to reorder (preserve_insertion_order off), this
+    fails."""
+    import duckdb
+
+    connect = duckdb.connect
+
+    def eight_threads(*args: Any, **kwargs: Any) -> Any:
+        connection = connect(*args, **kwargs)
+        connection.execute("SET threads = 8")
+        return connection
+
+    monkeypatch.setattr(duckdb, "connect", eight_threads)
+    lines, expected = [], []
+    for n in range(1, 3001):
+        event, alerts = labelled(n)
+        event["auditID"] = f"line-{n}"
+        event["userAgent"] = "k" * (n * 7919 % 3000)
+        lines.append(line(event))
+        expected += [n] if alerts else []
+    log = tmp_path / "audit.log"
+    log.write_bytes(b"\n".join(lines) + b"\n")
+    code, alerts, err = replay_in_process([str(log)], pairs)
+    assert [a["line"] for a in alerts] == expected
+    assert all(a["auditID"] == f"line-{a['line']}" for a in alerts)
+    assert code == replay.EXIT_OK, err
