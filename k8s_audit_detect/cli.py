@@ -13,6 +13,7 @@ import contextlib
 import copy
 import difflib
 import functools
+import importlib
 import json
 import os
 import sys
@@ -378,27 +379,42 @@ def _libyaml() -> Iterator[None]:
 
 
 @functools.cache
-def _installed_backends() -> dict[str, type[Backend]]:
-    """pySigma's installed backend plugins, and this project's own (k8s_audit_detect/)."""
-    from sigma.plugins import InstalledSigmaPlugins
-
+def _own_backends() -> dict[str, type[Backend]]:
+    """This project's own backends (k8s_audit_detect/); importing them registers this
+    project's YAML transformation types too."""
     import k8s_audit_detect.pipeline_types  # noqa: F401  (registers this project's YAML types)
     from k8s_audit_detect.cloudwatch import CloudWatchLogsInsightsBackend
     from k8s_audit_detect.correlation_backends import CORRELATION_BACKENDS
+
+    return {b.identifier: b for b in (CloudWatchLogsInsightsBackend, *CORRELATION_BACKENDS)}
+
+
+@functools.cache
+def _installed_backends() -> dict[str, type[Backend]]:
+    """pySigma's installed backend plugins, and this project's own, which win."""
+    from sigma.plugins import InstalledSigmaPlugins
 
     # Importing a backend imports its own pipelines module, which registers the YAML
     # transformation types it brings (Loki's set_custom_attribute): backends only are enough.
     # This project's own types (gke_method_name, sigma_regex_whole_value, field_name_regex,
     # keyed_prefix_mapping, value_type) are registered by importing
-    # k8s_audit_detect/pipeline_types.py, here.
+    # k8s_audit_detect/pipeline_types.py, in _own_backends.
     plugins = InstalledSigmaPlugins.autodiscover(include_pipelines=False, include_validators=False)
-    own = [CloudWatchLogsInsightsBackend, *CORRELATION_BACKENDS]
-    return {**plugins.backends, **{backend.identifier: backend for backend in own}}
+    return {**plugins.backends, **_own_backends()}
 
 
 def _backend_class(identifier: str) -> type[Backend]:
-    """The backend class `sigma convert -t <identifier>` uses."""
-    backends = _installed_backends()
+    """The backend class `sigma convert -t <identifier>` uses. One of this project's own
+    or one whose package is named as it (sigma.backends.<identifier>, as pySigma's plugins
+    are laid out) needs no plugin discovery, which imports every installed backend (0.1 s of
+    replay's start-up)."""
+    backends = _own_backends()
+    if identifier not in backends:  # a backend package named as its identifier has it
+        with contextlib.suppress(ImportError):
+            module = importlib.import_module(f"sigma.backends.{identifier}")
+            backends = getattr(module, "backends", {})
+    if identifier not in backends:
+        backends = _installed_backends()
     if identifier not in backends:
         raise UserError(
             f"pySigma backend '{identifier}' is not installed; "

@@ -17,7 +17,7 @@ as pySigma's own Loki backend adds its set_custom_attribute:
 - `value_type` (detection item condition): a value's Sigma type (cidr, re, number, ...), for
   refusing what a platform cannot compare.
 
-convert.py imports it with the backends (convert._installed_backends); for sigma-cli, run
+convert.py imports it with the backends (cli._own_backends); for sigma-cli, run
 `python -m k8s_audit_detect.sigma_cli convert ...`, which imports it first.
 """
 
