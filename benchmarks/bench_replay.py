@@ -257,6 +257,13 @@ while batch := rows.fetchmany(2048):
 """
 )
 
+# (bL) the same, each alert with its line, as replay's alerts carry it: WITH ORDINALITY numbers
+# the records (the line, in a file without blank lines, which DuckDB skips).
+DUCKDB_ALERTS_LINES = DUCKDB_ALERTS.replace(
+    "to_json(struct_pack(auditID,", "to_json(struct_pack(line := ordinality, auditID,"
+).replace("VARCHAR)'})\n", "VARCHAR)'}) WITH ORDINALITY\n")
+assert DUCKDB_ALERTS_LINES.lower().count("ordinality") == 2, "(bL) is (b) with line numbers"
+
 
 @dataclass
 class Run:
@@ -323,6 +330,7 @@ def main() -> None:
         "replay, empty file (start-up)": [py, "convert.py", "replay", str(empty)],
         "(b) DuckDB, alert lines": [py, "-c", DUCKDB_ALERTS, str(clean)],
         "(b1) DuckDB, count only": [py, "-c", DUCKDB_COUNT, str(clean)],
+        "(bL) DuckDB, alert lines with line numbers": [py, "-c", DUCKDB_ALERTS_LINES, str(clean)],
     }
     if args.python_loop:
         runs["(a) Python json loop"] = [py, "-c", PYTHON_LOOP, str(clean)]

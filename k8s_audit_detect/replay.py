@@ -25,7 +25,9 @@ read item by item.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import functools
 import gzip
 import io
 import json
@@ -503,6 +505,8 @@ class LineCursor:
         self.first = line  # lines before this input
         self.rec = 0  # records passed
         self.blanks = 0  # blank lines passed
+        self.blank_recs: list[int] | None = None  # if a list, the records passed at each blank
+        self.stopped = False  # set from another thread: read no further
         self._span = (0, 0)  # where the last record's line is in buffer
 
     @property
@@ -543,13 +547,15 @@ class LineCursor:
                 count += 1
             else:
                 self.blanks += 1  # DuckDB skips a blank line: not a record
+                if self.blank_recs is not None:
+                    self.blank_recs.append(count)
         self.pos, self.rec, self._span = min(pos, stop), count, (start, end)
         return self.line
 
     def _refill(self) -> bool:
         """More input after the partial line at pos; False at the end of the input. A partial
         line longer than MAX_OBJECT is read through and becomes a placeholder line."""
-        if self._eof:
+        if self._eof or self.stopped:
             return False
         buffer = self.buffer
         assert isinstance(buffer, bytearray)
@@ -588,6 +594,55 @@ class LineCursor:
         buffer[: len(stand_in)] = stand_in
         self.end = len(stand_in)
         self._eof = True
+
+
+class LineScan(threading.Thread):
+    """Walks an input's lines on a thread of its own while DuckDB reads the input (whose
+    query leaves Python's lock free), noting the blank lines DuckDB skips, by how many records
+    come before each; then record `rec` is on line `line(rec)`. Nothing is held but those
+    numbers. A line's bytes, for a bad line's report, come from a cursor of their own."""
+
+    def __init__(self, cursor: LineCursor) -> None:
+        super().__init__(name="replay-lines", daemon=True)
+        self.cursor = cursor
+        self.blanks: list[int] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        self.cursor.blank_recs = self.blanks
+        try:
+            self.cursor.advance(sys.maxsize)
+        except BaseException as error:  # raised in the reading thread, by `finish`
+            self.error = error
+
+    def finish(self) -> None:
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+    def stop(self) -> None:
+        self.cursor.stopped = True
+        self.join()
+
+    def line(self, rec: int) -> int:
+        return self.cursor.first + rec + bisect.bisect_left(self.blanks, rec)
+
+
+class Lines:
+    """Line numbers from a finished scan; a bad record's bytes from a cursor made on the first
+    one asked for, which walks on from record to record (one more read at most)."""
+
+    def __init__(self, scan: LineScan, cursor: Callable[[], LineCursor]) -> None:
+        self.scan = scan
+        self._make = cursor
+        self._cursor: LineCursor | None = None
+
+    def at(self, rec: int) -> LineCursor | None:
+        """A cursor standing on record rec (None if the input ends before it)."""
+        if self._cursor is None or self._cursor.rec > rec:
+            self._cursor = self._make()
+        self._cursor.advance(rec)
+        return self._cursor if self._cursor.rec == rec else None
 
 
 def what_is_wrong(line: bytes, placeholder: bytes) -> str:
@@ -1022,8 +1077,11 @@ class Replayer:
         if state.fmt != NEWLINE_DELIMITED:
             self.document(state, fd)
             return
-        reader = FdReader(fd, offset=0)
-        self.lines(state, _fd_path(fd), LineCursor(reader.readinto, self.placeholder))
+        self.lines(
+            state,
+            _fd_path(fd),
+            lambda: LineCursor(FdReader(fd, offset=0).readinto, self.placeholder),
+        )
 
     def stream(self, state: State, reader: FdReader) -> None:
         """Blocks of whole lines, each through an in-memory file; a JSON document is spooled
@@ -1058,8 +1116,11 @@ class Replayer:
             for block in line_blocks(read, ready, head, self.placeholder):
                 fd = _memory_file(block)
                 try:
-                    cursor = LineCursor(None, self.placeholder, line, data=block)
-                    self.lines(state, _fd_path(fd), cursor)
+                    self.lines(
+                        state,
+                        _fd_path(fd),
+                        functools.partial(LineCursor, None, self.placeholder, line, data=block),
+                    )
                 finally:
                     os.close(fd)
                 line += block.count(b"\n") + (not block.endswith(b"\n"))
@@ -1074,36 +1135,44 @@ class Replayer:
             what = (error.strerror or str(error)).lower()
             self.warn(f"{state.name}: {what}; the rest was not read")
 
-    def lines(self, state: State, source: str, cursor: LineCursor) -> None:
+    def lines(self, state: State, source: str, cursor: Callable[[], LineCursor]) -> None:
         """One query over lines (a file, or one block of a stream), each record's number made
-        its line number by the cursor. From a record that is an EventList on, it reads item
-        by item. Raises Oversized if DuckDB stops on a line over its limit."""
+        its line number by a scan of the lines that runs while DuckDB reads them (`cursor`
+        makes a cursor at the start of the lines). From a record that is an EventList on, it
+        reads item by item. Raises Oversized if DuckDB stops on a line over its limit."""
         import duckdb
 
         after = 0
-        while True:
-            sources = self.sources(source, NEWLINE_DELIMITED)
-            try:
-                sql = self.plan.sql(sources, NEWLINE_DELIMITED, state.batches, after)
-                result = self.query(sql, by_rowid=not state.batches)
-                while batch := result.fetchmany(BATCH):
-                    if self.line_rows(state, batch, cursor):
-                        break
-                self.keep()
-                return
-            except SwitchToBatches as switch:
-                self.keep(before=switch.rec)
-                state.batches, after = True, switch.rec - 1
-            except duckdb.InvalidInputException as error:
-                if "maximum_object_size" in str(error):
-                    raise Oversized() from error
-                raise
+        scan = LineScan(cursor())
+        scan.start()
+        lines = Lines(scan, cursor)
+        try:
+            while True:
+                sources = self.sources(source, NEWLINE_DELIMITED)
+                try:
+                    sql = self.plan.sql(sources, NEWLINE_DELIMITED, state.batches, after)
+                    result = self.query(sql, by_rowid=not state.batches)
+                    scan.finish()
+                    while batch := result.fetchmany(BATCH):
+                        if self.line_rows(state, batch, lines):
+                            break
+                    self.keep()
+                    return
+                except SwitchToBatches as switch:
+                    self.keep(before=switch.rec)
+                    state.batches, after = True, switch.rec - 1
+                except duckdb.InvalidInputException as error:
+                    if "maximum_object_size" in str(error):
+                        raise Oversized() from error
+                    raise
+        finally:
+            scan.stop()
 
-    def line_rows(self, state: State, rows: list[tuple[Any, ...]], cursor: LineCursor) -> bool:
+    def line_rows(self, state: State, rows: list[tuple[Any, ...]], lines: Lines) -> bool:
         """A batch of rows over lines; True once the end sentinel came. The usual row, a
         record with alerts written as JSON, takes the short way."""
         written: list[str] = []
-        advance, count, alerts = cursor.advance, len(self.rules), self.alerts
+        line_of, count, alerts = lines.scan.line, len(self.rules), self.alerts
         fast = self.format == "json" and state.replaying is None
         prefixes = [f'{h[:-1]}, "file": {state.quoted}, "line": ' for h in self.headers]
         try:
@@ -1115,7 +1184,7 @@ class Replayer:
                         return True
                     if kind == "EventList" and not state.batches:
                         raise SwitchToBatches(rec)
-                line = advance(rec)
+                line = line_of(rec)
                 if fast and item is None and not row[4]:
                     for n in range(count):
                         alert = row[5 + n]
@@ -1126,7 +1195,7 @@ class Replayer:
                     continue
                 self.out.write("".join(written))
                 written.clear()
-                self.row(state, "line", line, row, cursor if cursor.rec == rec else None)
+                self.row(state, "line", line, row, lines.at(rec) if row[4] else None)
             return False
         finally:
             if written:
