@@ -817,7 +817,8 @@ def line_blocks(
             pending += placeholder + b'%d"' % oversized
         cut = len(pending) if eof else line_start
         if cut:
-            block = bytes(pending[:cut])
+            with memoryview(pending) as view:
+                block = bytes(view[:cut])
             del pending[:cut]
             line_start = 0
             yield _replace_long_lines(block, placeholder)
