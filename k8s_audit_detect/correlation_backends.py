@@ -256,7 +256,40 @@ FROM fired
 ORDER BY first_seen, {keys}"""
 
 
-class DuckDBCorrelationBackend(CorrelationContext, sqliteBackend):
+class SqlCorrelationTemplates(CorrelationContext):
+    """What the DuckDB and Spark SQL correlation backends share: each base rule's finalized
+    query as a subquery tagged with its rule, group-by columns as they are named, and the
+    metric compared as `sigma_metric`. Each backend adds its aggregations and queries."""
+
+    default_correlation_method: ClassVar[str] = "default"
+    correlation_condition_mapping: ClassVar[dict[Any, str]] = {
+        **CONDITION_OPERATORS,
+        SigmaCorrelationConditionOperator.EQ: "=",
+    }
+    correlation_search_single_rule_expression: ClassVar[str | None] = None
+    correlation_search_multi_rule_expression: ClassVar[str] = "{queries}"
+    # each rule's query finalized (the pipeline's postprocessing applied): SELECT ... FROM it
+    finalize_correlation_subqueries: ClassVar[bool] = True
+    correlation_search_multi_rule_query_expression: ClassVar[str] = (
+        "  SELECT *, '{ruleid}' AS sigma_rule{normalization} FROM ({query})"
+    )
+    correlation_search_field_normalization_expression: ClassVar[str] = ", {field} AS {alias}"
+    correlation_search_field_normalization_expression_joiner: ClassVar[str] = ""
+    groupby_expression: ClassVar[dict[str, str]] = {"default": "{fields}"}
+    groupby_field_expression: ClassVar[dict[str, str]] = {"default": "{name}"}
+    groupby_field_expression_joiner: ClassVar[dict[str, str]] = {"default": ", "}
+    groupby_expression_nofield: ClassVar[dict[str, str]] = {"default": "sigma_group"}
+    event_count_aggregation_expression: ClassVar[dict[str, str]] = {"default": "count(*)"}
+    temporal_ordered_aggregation_expression: ClassVar[dict[str, str]] = {"default": ""}
+    event_count_condition_expression: ClassVar[dict[str, str]] = {
+        "default": "sigma_metric {op} {count}"
+    }
+    value_count_condition_expression: ClassVar[dict[str, str]] = event_count_condition_expression
+    temporal_condition_expression: ClassVar[dict[str, str]] = event_count_condition_expression
+    temporal_ordered_condition_expression: ClassVar[dict[str, str]] = {"default": "sigma_metric"}
+
+
+class DuckDBCorrelationBackend(SqlCorrelationTemplates, sqliteBackend):
     """The sqlite backend's SQL for plain rules; correlations as DuckDB SQL with sliding
     windows over requestReceivedTimestamp, one row per correlated group."""
 
@@ -265,44 +298,13 @@ class DuckDBCorrelationBackend(CorrelationContext, sqliteBackend):
     correlation_methods: ClassVar[dict[str, str]] = {
         "default": "Sliding windows per group (DuckDB window functions), one row per group"
     }
-    correlation_search_single_rule_expression: ClassVar[str | None] = None
-    default_correlation_method: ClassVar[str] = "default"
-    correlation_condition_mapping: ClassVar[dict[Any, str]] = {
-        **CONDITION_OPERATORS,
-        SigmaCorrelationConditionOperator.EQ: "=",
-    }
-    correlation_search_multi_rule_expression: ClassVar[str] = "{queries}"
-    # each rule's query finalized (the pipeline's postprocessing applied): SELECT ... FROM it
-    finalize_correlation_subqueries: ClassVar[bool] = True
-    correlation_search_multi_rule_query_expression: ClassVar[str] = (
-        "  SELECT *, '{ruleid}' AS sigma_rule{normalization} FROM ({query})"
-    )
     correlation_search_multi_rule_query_expression_joiner: ClassVar[str] = "\n  UNION ALL BY NAME\n"
-    correlation_search_field_normalization_expression: ClassVar[str] = ", {field} AS {alias}"
-    correlation_search_field_normalization_expression_joiner: ClassVar[str] = ""
-    groupby_expression: ClassVar[dict[str, str]] = {"default": "{fields}"}
-    groupby_field_expression: ClassVar[dict[str, str]] = {"default": "{name}"}
-    groupby_field_expression_joiner: ClassVar[dict[str, str]] = {"default": ", "}
-    groupby_expression_nofield: ClassVar[dict[str, str]] = {"default": "sigma_group"}
-
-    event_count_aggregation_expression: ClassVar[dict[str, str]] = {"default": "count(*)"}
     value_count_aggregation_expression: ClassVar[dict[str, str]] = {
         "default": "count(DISTINCT sigma_value)"
     }
     temporal_aggregation_expression: ClassVar[dict[str, str]] = {
         "default": "count(DISTINCT sigma_rule)"
     }
-    temporal_ordered_aggregation_expression: ClassVar[dict[str, str]] = {"default": ""}
-    event_count_condition_expression: ClassVar[dict[str, str]] = {
-        "default": "sigma_metric {op} {count}"
-    }
-    value_count_condition_expression: ClassVar[dict[str, str]] = {
-        "default": "sigma_metric {op} {count}"
-    }
-    temporal_condition_expression: ClassVar[dict[str, str]] = {
-        "default": "sigma_metric {op} {count}"
-    }
-    temporal_ordered_condition_expression: ClassVar[dict[str, str]] = {"default": "sigma_metric"}
 
     # A window per event: the group's events in the timespan before it.
     _window = (
@@ -666,7 +668,7 @@ FROM fired JOIN events AS e
 GROUP BY {fired_keys}, fired.first_seen, fired.last_seen, fired.{metric}"""
 
 
-class SparkCorrelationBackend(CorrelationContext, DatabricksBackend):
+class SparkCorrelationBackend(SqlCorrelationTemplates, DatabricksBackend):
     """Spark SQL correlations over the pipeline's table: event_count, value_count, temporal and
     temporal_ordered with sliding windows, aliases."""
 
@@ -675,39 +677,13 @@ class SparkCorrelationBackend(CorrelationContext, DatabricksBackend):
     correlation_methods: ClassVar[dict[str, str]] = {
         "default": "Sliding windows per group (Spark window functions), one row per group"
     }
-    default_correlation_method: ClassVar[str] = "default"
-    correlation_condition_mapping: ClassVar[dict[Any, str]] = {
-        **CONDITION_OPERATORS,
-        SigmaCorrelationConditionOperator.EQ: "=",
-    }
-    correlation_search_single_rule_expression: ClassVar[str | None] = None
-    correlation_search_multi_rule_expression: ClassVar[str] = "{queries}"
-    # each rule's query finalized (the pipeline's table and postprocessing applied)
-    finalize_correlation_subqueries: ClassVar[bool] = True
-    correlation_search_multi_rule_query_expression: ClassVar[str] = (
-        "  SELECT *, '{ruleid}' AS sigma_rule{normalization} FROM ({query})"
-    )
     correlation_search_multi_rule_query_expression_joiner: ClassVar[str] = "\n  UNION ALL\n"
-    correlation_search_field_normalization_expression: ClassVar[str] = ", {field} AS {alias}"
-    correlation_search_field_normalization_expression_joiner: ClassVar[str] = ""
-    groupby_expression: ClassVar[dict[str, str]] = {"default": "{fields}"}
-    groupby_field_expression: ClassVar[dict[str, str]] = {"default": "{name}"}
-    groupby_field_expression_joiner: ClassVar[dict[str, str]] = {"default": ", "}
-    groupby_expression_nofield: ClassVar[dict[str, str]] = {"default": "sigma_group"}
-
-    event_count_aggregation_expression: ClassVar[dict[str, str]] = {"default": "count(*)"}
     value_count_aggregation_expression: ClassVar[dict[str, str]] = {
         "default": "size(collect_set(sigma_value)"
     }
     temporal_aggregation_expression: ClassVar[dict[str, str]] = {
         "default": "size(collect_set(sigma_rule)"
     }
-    temporal_ordered_aggregation_expression: ClassVar[dict[str, str]] = {"default": ""}
-    _condition = {"default": "sigma_metric {op} {count}"}
-    event_count_condition_expression: ClassVar[dict[str, str]] = _condition
-    value_count_condition_expression: ClassVar[dict[str, str]] = _condition
-    temporal_condition_expression: ClassVar[dict[str, str]] = _condition
-    temporal_ordered_condition_expression: ClassVar[dict[str, str]] = {"default": "sigma_metric"}
 
     _window = (
         "OVER (PARTITION BY {groupby} ORDER BY CAST(sigma_time AS DOUBLE) "
