@@ -7,13 +7,14 @@ path any rule uses (named by the path). Each input is read once, whatever the nu
 rules, by DuckDB's JSON reader with an explicit column list.
 
 How an input is read:
-- A plain file of one JSON value per line: DuckDB reads it itself with `ignore_errors`: a
-  line it cannot read (invalid UTF-8, malformed JSON, not an object) comes out as a row of
-  NULLs and costs only itself. Record numbers (WITH ORDINALITY, on one thread) become line
-  numbers through a cursor that walks the file's lines only as far as the rows that need one
-  (DuckDB skips blank lines); the cursor also shows what is wrong with a bad line. A line
-  over DuckDB's object size limit stops its reader: the file is then read again as a stream,
-  without repeating what was already written.
+- A plain file of one JSON value per line: DuckDB reads it itself, on every thread, with
+  `ignore_errors`: a line it cannot read (invalid UTF-8, malformed JSON, not an object) comes
+  out as a row of NULLs and costs only itself. The rows fill a table in input order, so a
+  row's rowid is its record's number (Plan); a scan of the lines on a thread of its own,
+  while DuckDB reads, notes the blank lines DuckDB skips, which makes record numbers line
+  numbers (LineScan); a cursor shows what is wrong with a bad line. A line over DuckDB's
+  object size limit stops its reader: the file is then read again as a stream, without
+  repeating what was already written.
 - A stream (`-`, a FIFO, process substitution) or a gzip file: blocks of whole lines, each
   written to an in-memory file that DuckDB reads; a line over the limit is replaced by a
   placeholder that is reported. Memory stays flat either way.
