@@ -107,6 +107,7 @@ ROWS = '"replay:rows"'  # one plan query's result (Plan)
 MAX_REPORTED = 20  # bad lines reported one by one per input, then counted
 MAX_OBJECT = 16 * 1024 * 1024  # DuckDB's read_json maximum_object_size (its default)
 CHUNK = 64 * 1024 * 1024  # bytes of whole lines per block when reading a stream
+READ = 1024 * 1024  # bytes a stream is read by: small reads reuse memory, large ones fault it in
 CURSOR_BLOCK = 4 * 1024 * 1024  # bytes the line cursor reads at a time
 STREAM_WAIT = 1.0  # seconds a slow stream may keep complete lines waiting
 BATCH = 2048
@@ -495,12 +496,14 @@ class LineCursor:
         readinto: Callable[[memoryview], int] | None,
         placeholder: bytes,
         line: int = 0,
-        data: bytes | None = None,
+        data: bytes | bytearray | None = None,
+        end: int | None = None,
     ) -> None:
         self._readinto = readinto
         self._placeholder = placeholder
         self.buffer: bytes | bytearray = data if data is not None else bytearray(CURSOR_BLOCK)
-        self.end = len(data) if data is not None else 0  # bytes of buffer that hold input
+        # bytes of buffer that hold input (given data: its first `end` bytes, or all of it)
+        self.end = (len(data) if end is None else end) if data is not None else 0
         self._eof = data is not None
         self.pos = 0  # where the next line starts in buffer
         self.first = line  # lines before this input
@@ -782,10 +785,12 @@ def line_blocks(
     ready: Callable[[float], bool],
     head: bytes,
     placeholder: bytes,
-) -> Iterator[bytes]:
-    """Blocks of whole lines of about CHUNK bytes; a slow stream's complete lines wait at most
-    STREAM_WAIT. A line longer than MAX_OBJECT is replaced by a placeholder line holding its
-    length, never held whole."""
+) -> Iterator[tuple[bytes | bytearray, int]]:
+    """Blocks of whole lines of about CHUNK bytes, each as (buffer, length): the block is the
+    buffer's first `length` bytes, good until the next block is asked for (one buffer holds
+    them in turn, not a copy each). A slow stream's complete lines wait at most STREAM_WAIT.
+    A line longer than MAX_OBJECT is replaced by a placeholder line holding its length, never
+    held whole."""
     pending = bytearray(head)
     line_start = pending.rfind(b"\n") + 1  # where the partial last line starts
     oversized: int | None = None  # length so far of a long line being passed through
@@ -796,7 +801,7 @@ def line_blocks(
             waited = time.monotonic() - started
             if line_start and (waited >= STREAM_WAIT or not ready(STREAM_WAIT - waited)):
                 break
-            data = read(CHUNK)
+            data = read(READ)
             if not data:
                 eof = True
                 break
@@ -818,28 +823,28 @@ def line_blocks(
             pending += placeholder + b'%d"' % oversized
         cut = len(pending) if eof else line_start
         if cut:
-            with memoryview(pending) as view:
-                block = bytes(view[:cut])
+            replaced = _replace_long_lines(pending, cut, placeholder)
+            yield (pending, cut) if replaced is None else (replaced, len(replaced))
             del pending[:cut]
             line_start = 0
-            yield _replace_long_lines(block, placeholder)
 
 
-def _replace_long_lines(block: bytes, placeholder: bytes) -> bytes:
-    """Long lines inside a block, each as a placeholder line (a window of half the limit
-    without a newline is where one can be)."""
+def _replace_long_lines(buffer: bytearray, end: int, placeholder: bytes) -> bytes | None:
+    """The first `end` bytes of buffer with each line longer than MAX_OBJECT as a placeholder
+    line, or None if it has none (a window of half the limit without a newline is where one
+    can be)."""
     step = MAX_OBJECT // 2
-    if all(block.find(b"\n", p, p + step) >= 0 for p in range(0, len(block) - step, step)):
-        return block
+    if all(buffer.find(b"\n", p, p + step) >= 0 for p in range(0, end - step, step)):
+        return None
     parts, pos = [], 0
-    while pos < len(block):
-        end = block.find(b"\n", pos)
-        end = len(block) if end < 0 else end
-        if end - pos > MAX_OBJECT:
-            parts.append(placeholder + b'%d"' % (end - pos) + block[end : end + 1])
+    while pos < end:
+        stop = buffer.find(b"\n", pos, end)
+        stop = end if stop < 0 else stop
+        if stop - pos > MAX_OBJECT:
+            parts.append(placeholder + b'%d"' % (stop - pos) + buffer[stop : min(stop + 1, end)])
         else:
-            parts.append(block[pos : end + 1])
-        pos = end + 1
+            parts.append(bytes(buffer[pos : min(stop + 1, end)]))
+        pos = stop + 1
     return b"".join(parts)
 
 
@@ -1115,17 +1120,16 @@ class Replayer:
                     self.document(state, spool.fileno())
                 return
             line = 0
-            for block in line_blocks(read, ready, head, self.placeholder):
-                fd = _memory_file(block)
-                try:
-                    self.lines(
-                        state,
-                        _fd_path(fd),
-                        functools.partial(LineCursor, None, self.placeholder, line, data=block),
+            fd = _memory_file(b"")  # one for every block: its memory is used again
+            try:
+                for block, length in line_blocks(read, ready, head, self.placeholder):
+                    _refill_memory_file(fd, block, length)
+                    cursor = functools.partial(
+                        LineCursor, None, self.placeholder, line, data=block, end=length
                     )
-                finally:
-                    os.close(fd)
-                line += block.count(b"\n") + (not block.endswith(b"\n"))
+                    line = self.lines(state, _fd_path(fd), cursor)
+            finally:
+                os.close(fd)
         except (EOFError, zlib.error, gzip.BadGzipFile):
             state.partial = True
             self.warn(f"{state.name}: gzip data corrupt or cut short; the rest was not read")
@@ -1137,11 +1141,12 @@ class Replayer:
             what = (error.strerror or str(error)).lower()
             self.warn(f"{state.name}: {what}; the rest was not read")
 
-    def lines(self, state: State, source: str, cursor: Callable[[], LineCursor]) -> None:
+    def lines(self, state: State, source: str, cursor: Callable[[], LineCursor]) -> int:
         """One query over lines (a file, or one block of a stream), each record's number made
         its line number by a scan of the lines that runs while DuckDB reads them (`cursor`
-        makes a cursor at the start of the lines). From a record that is an EventList on, it
-        reads item by item. Raises Oversized if DuckDB stops on a line over its limit."""
+        makes a cursor at the start of the lines); the number of the last line scanned. From
+        a record that is an EventList on, it reads item by item. Raises Oversized if DuckDB
+        stops on a line over its limit."""
         import duckdb
 
         after = 0
@@ -1159,7 +1164,7 @@ class Replayer:
                         if self.line_rows(state, batch, lines):
                             break
                     self.keep()
-                    return
+                    return scan.cursor.line
                 except SwitchToBatches as switch:
                     self.keep(before=switch.rec)
                     state.batches, after = True, switch.rec - 1
@@ -1446,6 +1451,18 @@ def _memory_file(data: bytes) -> int:
     while view:
         view = view[os.write(fd, view) :]
     return fd
+
+
+def _refill_memory_file(fd: int, data: bytes | bytearray, length: int) -> None:
+    """The in-memory file holds data's first `length` bytes now: written over from the start,
+    then cut to that length (its pages are used again, not freed and faulted in anew for each
+    block). No view of data outlives the call (its buffer is resized after)."""
+    offset = 0
+    with memoryview(data) as view:
+        while offset < length:
+            with view[offset:length] as rest:
+                offset += os.pwrite(fd, rest, offset)
+    os.ftruncate(fd, length)
 
 
 def _fd_path(fd: int) -> str:
