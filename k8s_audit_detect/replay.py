@@ -1095,6 +1095,7 @@ class Replayer:
         to a temporary file and read whole."""
         read: Callable[[int], bytes] = reader
         ready = reader.ready
+        _widen_pipe(reader.fd)
         head = _read_at_least(reader, 8)
         if head.startswith(GZIP_MAGIC):
             reader.unread(head)
@@ -1463,6 +1464,17 @@ def _refill_memory_file(fd: int, data: bytes | bytearray, length: int) -> None:
             with view[offset:length] as rest:
                 offset += os.pwrite(fd, rest, offset)
     os.ftruncate(fd, length)
+
+
+def _widen_pipe(fd: int) -> None:
+    """A pipe's buffer as large as one read (Linux: F_SETPIPE_SZ; 64 KiB by default, up to
+    /proc/sys/fs/pipe-max-size, 1 MiB by default): a read then takes up to that much, not
+    64 KiB (1.7 GB through `cat |`: 7.1 s -> 4.7 s). Anything else is left as it is."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            import fcntl
+
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, READ)
 
 
 def _fd_path(fd: int) -> str:

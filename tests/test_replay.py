@@ -837,3 +837,32 @@ def test_each_alert_is_at_its_own_line_when_duckdb_reads_on_many_threads(
     assert [a["line"] for a in alerts] == expected
     assert all(a["auditID"] == f"line-{a['line']}" for a in alerts)
     assert code == replay.EXIT_OK, err
+
+
+def test_a_stream_that_pauses_is_evaluated_before_it_ends() -> None:
+    """`kubectl logs -f | convert.py replay -`: the lines written so far are evaluated once
+    the stream pauses (at most STREAM_WAIT later), not when it ends: the alert is on stdout
+    while the writer still holds the pipe open."""
+    import select
+
+    event = alerting_events(10)[0]
+    child = subprocess.Popen(
+        [sys.executable, "convert.py", "replay", "-"],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        child.stdin.write(line(event) + b"\n")
+        child.stdin.flush()
+        ready, _, _ = select.select([child.stdout], [], [], 15)
+        assert ready, "no alert within 15 s while the stream was open"
+        alert = json.loads(child.stdout.readline())
+        assert (alert["auditID"], alert["line"]) == (event["auditID"], 1)
+        assert child.poll() is None  # still reading the open stream
+    finally:
+        child.stdin.close()
+        child.wait(timeout=60)
+    assert child.returncode == replay.EXIT_OK, child.stderr.read() if child.stderr else ""
