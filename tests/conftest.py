@@ -20,6 +20,7 @@ SHIPPED_RULE_STEMS = (RULE_STEM,)
 # The correlation rules this repository ships (each file holds its base rules too; the
 # environment filters name the minting ones)
 SHIPPED_CORRELATION_STEMS = (
+    "correlation_credential_access_kubernetes_serviceaccount_token_minted_then_used",
     "correlation_credential_access_kubernetes_serviceaccount_token_minting_burst",
     "correlation_credential_access_kubernetes_serviceaccount_token_probe_then_mint",
     "correlation_lateral_movement_kubernetes_pod_token_used_from_another_place",

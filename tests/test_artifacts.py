@@ -472,6 +472,7 @@ def test_opensearch_monitor(name, variant, generated, query_for, token_rule, all
 # The correlation rules' artifacts
 
 CORRELATION_STEMS = {
+    "correlation_credential_access_kubernetes_serviceaccount_token_minted_then_used",
     "correlation_credential_access_kubernetes_serviceaccount_token_minting_burst",
     "correlation_credential_access_kubernetes_serviceaccount_token_probe_then_mint",
     "correlation_lateral_movement_kubernetes_pod_token_used_from_another_place",

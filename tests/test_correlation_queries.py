@@ -34,6 +34,9 @@ STEMS = {
     "used_from_another_place": (
         "correlation_lateral_movement_kubernetes_pod_token_used_from_another_place"
     ),
+    "minted_then_used": (
+        "correlation_credential_access_kubernetes_serviceaccount_token_minted_then_used"
+    ),
 }
 EXPECTED = {
     ("splunk", "", "minting_burst"): (

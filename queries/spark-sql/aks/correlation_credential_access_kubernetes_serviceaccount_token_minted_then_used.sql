@@ -1,0 +1,34 @@
+WITH matched AS (
+  SELECT *, 'kubernetes_serviceaccount_token_minted' AS sigma_rule, annotations['authentication.kubernetes.io/issued-credential-id'] AS credential_id FROM (SELECT * FROM k8s_audit WHERE verb = 'create' AND objectRef.resource = 'serviceaccounts' AND objectRef.subresource = 'token' AND responseStatus.code = 201 AND (stage = 'ResponseComplete' OR stage = 'Panic' OR stage is null) AND NOT (startswith(user.username, 'system:node:') OR user.username = 'system:kube-controller-manager') AND NOT user.username = 'aksService')
+  UNION ALL
+  SELECT *, 'kubernetes_serviceaccount_token_used' AS sigma_rule, user.extra['authentication.kubernetes.io/credential-id'][0] AS credential_id FROM (SELECT * FROM k8s_audit WHERE startswith(user.username, 'system:serviceaccount:') AND exists(user.extra['authentication.kubernetes.io/credential-id'], _e -> startswith(_e, '')) AND (stage = 'ResponseComplete' OR stage = 'Panic' OR stage is null))
+),
+events AS (
+  SELECT credential_id AS credential_id, sigma_rule,
+    to_timestamp(requestReceivedTimestamp) AS sigma_time, auditID AS sigma_event
+  FROM matched
+),
+chain1 AS (
+  SELECT *, CASE WHEN sigma_rule = 'kubernetes_serviceaccount_token_minted' THEN sigma_time END AS sigma_start1
+  FROM events
+),
+chain2 AS (
+  SELECT *, CASE WHEN sigma_rule = 'kubernetes_serviceaccount_token_used' THEN max(sigma_start1) OVER (PARTITION BY credential_id ORDER BY CAST(sigma_time AS DOUBLE) RANGE BETWEEN 3600 PRECEDING AND 0.000001 PRECEDING) END AS sigma_start2
+  FROM chain1
+),
+windows AS (
+  SELECT *, sigma_start2 IS NOT NULL AND CAST(sigma_time AS DOUBLE) - CAST(sigma_start2 AS DOUBLE) <= 3600 AS sigma_metric,
+    sigma_start2 AS sigma_window_start
+  FROM chain2
+),
+fired AS (
+  SELECT credential_id, min(sigma_window_start) AS first_seen, max(sigma_time) AS last_seen,
+    max(sigma_metric) AS temporal_ordered
+  FROM windows WHERE sigma_metric
+  GROUP BY credential_id
+)
+SELECT fired.credential_id, fired.first_seen, fired.last_seen, fired.temporal_ordered,
+  array_sort(collect_list(e.sigma_event)) AS events
+FROM fired JOIN events AS e
+  ON e.sigma_time BETWEEN fired.first_seen AND fired.last_seen AND e.credential_id <=> fired.credential_id
+GROUP BY fired.credential_id, fired.first_seen, fired.last_seen, fired.temporal_ordered
