@@ -353,8 +353,9 @@ TARGETS: tuple[Target, ...] = (
         correlation_limits=(
             (
                 "aliases",
-                "AKSAuditAdmin leaves out get and list, most of what a pod's token does, so a "
-                "stolen token's use cannot be told from the pod's own there (use AKSAudit)",
+                "AKSAuditAdmin leaves out get and list, most of what a token does, so a stolen "
+                "pod token's use cannot be told from the pod's own there, and a minted token's "
+                "reads (secrets) never show (use AKSAudit)",
             ),
         ),
         correlation_verified_by="expected string (the same query as sentinel-aksaudit's, "

@@ -94,6 +94,30 @@ EXPECTED = {
         "| search value_count >= 3\n"
         "| `kubernetes_pod_token_used_from_another_place_filter`"
     ),
+    ("splunk", "", "minted_then_used"): (
+        "| multisearch\n"
+        '[ search `kube_audit` verb="create" objectRef.resource="serviceaccounts" '
+        'objectRef.subresource="token" responseStatus.code=201 stage IN '
+        '("ResponseComplete", "Panic") OR NOT stage=* NOT (user.username IN '
+        '("system:node:*", "system:kube-controller-manager")) | eval '
+        'event_type="kubernetes_serviceaccount_token_minted" | rename '
+        '"annotations.authentication.kubernetes.io/issued-credential-id" as '
+        "credential_id ]\n"
+        '[ search `kube_audit` user.username="system:serviceaccount:*" '
+        '"user.extra.authentication.kubernetes.io/credential-id{}"="*" stage IN '
+        '("ResponseComplete", "Panic") OR NOT stage=* | eval '
+        'event_type="kubernetes_serviceaccount_token_used" | rename '
+        '"user.extra.authentication.kubernetes.io/credential-id{}" as credential_id ]\n'
+        "| eval sigma_time=_time\n"
+        "| bin _time span=1h\n"
+        '| stats min(eval(if(event_type="kubernetes_serviceaccount_token_minted", '
+        "sigma_time, null()))) as sigma_first "
+        'max(eval(if(event_type="kubernetes_serviceaccount_token_used", sigma_time, '
+        "null()))) as sigma_last min(sigma_time) as first_seen max(sigma_time) as "
+        "last_seen values(auditID) as events by _time credential_id\n"
+        "| where sigma_last > sigma_first\n"
+        "| `kubernetes_serviceaccount_token_minted_then_used_filter`"
+    ),
     ("elastic-esql", "", "minting_burst"): (
         "from logs-kubernetes.audit_logs-* metadata _id, _index, _version | where "
         'kubernetes.audit.verb=="create" and '
@@ -271,8 +295,9 @@ def test_targets_without_correlation_backends_say_why() -> None:
 
 def test_the_environments_trusted_minters_are_not_trusted_users() -> None:
     """Every environment and example organisation filter names the minting base rules, and
-    none names the stolen-token rule's: a minter an environment trusts (calico-node, an EKS
-    controller) has a pod token that can be stolen like any other."""
+    none names the stolen-token rule's or the base rule of a token's uses: a minter an
+    environment trusts (calico-node, an EKS controller) has a pod token that can be stolen like
+    any other, and trusting who may mint is not trusting whoever holds the token."""
     import yaml
 
     from k8s_audit_detect.paths import ROOT
@@ -281,7 +306,11 @@ def test_the_environments_trusted_minters_are_not_trusted_users() -> None:
         "kubernetes_serviceaccount_token_minted",
         "kubernetes_serviceaccount_token_request_denied",
     }
-    stolen = {"kubernetes_pod_token_minted_by_kubelet", "kubernetes_pod_token_used"}
+    stolen = {
+        "kubernetes_pod_token_minted_by_kubelet",
+        "kubernetes_pod_token_used",
+        "kubernetes_serviceaccount_token_used",
+    }
     paths = [*(ROOT / "sigma" / "filters").rglob("*.yml"), *(ROOT / "examples").rglob("*.yml")]
     assert paths
     for path in paths:

@@ -69,7 +69,11 @@ def test_an_org_filter_applies_to_every_query(repo) -> None:
     # minter trusted to mint is not trusted to use a stolen token)
     every = [p for t in TARGETS for p in (repo / "queries" / t.name).rglob("*") if p.is_file()]
     stolen = [p for p in every if "pod_token_used_from_another_place" in p.name]
-    minting = [p for p in every if "token_minting_burst" in p.name or "probe_then_mint" in p.name]
+    minting = [
+        p
+        for p in every
+        if any(name in p.name for name in ("minting_burst", "probe_then_mint", "minted_then_used"))
+    ]
     assert stolen and minting
     assert all("deployer" in p.read_text() for p in minting)
     assert not any("deployer" in p.read_text() for p in stolen)

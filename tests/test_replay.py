@@ -744,7 +744,8 @@ def test_each_alert_is_at_its_own_line(tmp_path: Path, pairs) -> None:
 def test_correlations_come_from_the_same_single_read(tmp_path: Path, monkeypatch) -> None:
     """The shipped correlation rules run over the events their base rules match, kept as the
     one read of each input goes (main read every file once more for them): two files, two
-    reads, and a burst of token requests split across them is one correlated group."""
+    reads, a burst of token requests split across them is one correlated group, and a token
+    minted in one file and used in the other is another (minted then used)."""
     import duckdb
 
     from k8s_audit_detect import correlations
@@ -775,8 +776,30 @@ def test_correlations_come_from_the_same_single_read(tmp_path: Path, monkeypatch
         )
         for n in range(60)
     ]
+    token = "JTI=0d5bd0a5-4b8e-4d43-9c1e-2b7f1c3a6e58"
+    burst[0]["annotations"] = attack["annotations"] | {
+        "authentication.kubernetes.io/issued-credential-id": token
+    }
+    use = {
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "level": "Metadata",
+        "auditID": "use-1",
+        "stage": "ResponseComplete",
+        "requestURI": "/api/v1/namespaces/prod/secrets?limit=500",
+        "verb": "list",
+        "user": {
+            "username": "system:serviceaccount:prod:sa-0",
+            "groups": ["system:serviceaccounts", "system:authenticated"],
+            "extra": {"authentication.kubernetes.io/credential-id": [token]},
+        },
+        "sourceIPs": ["203.0.113.7"],
+        "objectRef": {"resource": "secrets", "namespace": "prod", "apiVersion": "v1"},
+        "responseStatus": {"code": 200},
+        "requestReceivedTimestamp": "2026-11-20T09:20:00.000000Z",
+    }
     logs = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
-    for log, part in zip(logs, (burst[:30], burst[30:]), strict=True):
+    for log, part in zip(logs, (burst[:30], [use, *burst[30:]]), strict=True):
         log.write_text("".join(json.dumps(e) + "\n" for e in part))
     reads: list[str] = []
     connect = duckdb.connect
@@ -803,6 +826,10 @@ def test_correlations_come_from_the_same_single_read(tmp_path: Path, monkeypatch
     assert len(reads) == 2
     assert len([a for a in alerts if "correlation" not in a]) == 60
     assert any(a["correlation"] == "value_count" for a in groups), err.getvalue()
+    ordered = [a for a in groups if a["correlation"] == "temporal_ordered"]
+    assert [(a["group"], [e["auditID"] for e in a["events"]]) for a in ordered] == [
+        ({"credential_id": token}, ["burst-0", "use-1"])
+    ], err.getvalue()
     assert code == 0
 
 
