@@ -9,6 +9,7 @@ CPU time and peak memory from wait4):
 - replay, every rule: the same with the test rules under tests/rules/ too, still one read;
 - each of those on a copy of the file with one malformed line in the middle;
 - replay on an empty file: its start-up (pySigma loading and converting the rules);
+- replay from a pipe (`cat FILE | convert.py replay -`): the stream path, in blocks;
 - (b) one hand-written DuckDB query with an explicit column list that does replay's job for
   the TokenRequest rule (each alert as a JSON line with its triage fields); (bL) the same with
   each alert's line number, as replay gives it (WITH ORDINALITY); (b1) the same condition,
@@ -339,6 +340,14 @@ def main() -> None:
         "replay, one malformed line": [py, "convert.py", "replay", str(broken)],
         "replay, every rule, one malformed line": [py, "-c", EVERY_RULE, str(broken)],
         "replay, empty file (start-up)": [py, "convert.py", "replay", str(empty)],
+        "replay from a pipe (cat FILE | replay -)": [
+            "sh",
+            "-c",
+            'cat "$1" | "$2" convert.py replay -',
+            "sh",
+            str(clean),
+            py,
+        ],
         "(b) DuckDB, alert lines": [py, "-c", DUCKDB_ALERTS, str(clean)],
         "(b1) DuckDB, count only": [py, "-c", DUCKDB_COUNT, str(clean)],
         "(bL) DuckDB, alert lines with line numbers": [py, "-c", DUCKDB_ALERTS_LINES, str(clean)],
