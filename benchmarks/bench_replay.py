@@ -9,6 +9,7 @@ CPU time and peak memory from wait4):
 - replay, every rule: the same with the test rules under tests/rules/ too, still one read;
 - each of those on a copy of the file with one malformed line in the middle;
 - replay on an empty file: its start-up (pySigma loading and converting the rules);
+- replay from a pipe (`cat FILE | convert.py replay -`): the stream path, in blocks;
 - (b) one hand-written DuckDB query with an explicit column list that does replay's job for
   the TokenRequest rule (each alert as a JSON line with its triage fields); (bL) the same with
   each alert's line number, as replay gives it (WITH ORDINALITY); (b1) the same condition,
@@ -22,6 +23,7 @@ malformed line <= 2x the clean run and the same peak memory (+-20%).
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import random
@@ -50,14 +52,23 @@ REQUESTS = [
     ("serviceaccounts", None, "create"),
 ]
 TOKEN_RULE = b'{"rule_id": "6f2b7a6e-3d1c-4c8e-9b7a-2e4f5d8c1a90"'  # the shipped rule's alerts
+START = datetime.datetime(2026, 11, 20, 0, 0, tzinfo=datetime.UTC)
+DAY = datetime.timedelta(days=1)
+STAGE = datetime.timedelta(milliseconds=11)
+TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 MALFORMED = '{"kind": "Event", "verb": "create", "objectRef": {"resource": "serviceacc'
 
 
 def generate(path: Path, events: int) -> None:
-    """Audit events of about 2 KB, as EKS writes them (user.extra, request body, annotations)."""
+    """Audit events of about 2 KB, as EKS writes them (user.extra, request body, annotations),
+    in time order over one day (events: 11.6 a second for 1,000,000), as an API server's log
+    file holds them; each a few milliseconds after the one before, at random."""
     rng = random.Random(7)
+    step = DAY / events
+    received = START
     with path.open("w", encoding="utf-8") as out:
         for n in range(events):
+            received += step * rng.uniform(0.5, 1.5)
             resource_, subresource, verb = rng.choice(REQUESTS)
             ref = {"resource": resource_, "namespace": "kube-system", "name": f"sa-{n % 97}"}
             if subresource:
@@ -102,8 +113,8 @@ def generate(path: Path, events: int) -> None:
                     },
                     "status": {"token": "", "expirationTimestamp": None},
                 },
-                "requestReceivedTimestamp": "2026-11-20T09:14:03.120000Z",
-                "stageTimestamp": "2026-11-20T09:14:03.131000Z",
+                "requestReceivedTimestamp": received.strftime(TIME),
+                "stageTimestamp": (received + STAGE).strftime(TIME),
                 "annotations": {
                     "authorization.k8s.io/decision": "allow",
                     "authorization.k8s.io/reason": 'RBAC: allowed by RoleBinding "system:node"',
@@ -312,8 +323,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.dir.mkdir(exist_ok=True)
-    clean = args.dir / f"audit-{args.events}.jsonl"
-    broken = args.dir / f"audit-{args.events}-one-malformed.jsonl"
+    clean = args.dir / f"audit-{args.events}-one-day.jsonl"
+    broken = args.dir / f"audit-{args.events}-one-day-one-malformed.jsonl"
     empty = args.dir / "empty.jsonl"
     if not clean.exists():
         generate(clean, args.events)
@@ -329,6 +340,14 @@ def main() -> None:
         "replay, one malformed line": [py, "convert.py", "replay", str(broken)],
         "replay, every rule, one malformed line": [py, "-c", EVERY_RULE, str(broken)],
         "replay, empty file (start-up)": [py, "convert.py", "replay", str(empty)],
+        "replay from a pipe (cat FILE | replay -)": [
+            "sh",
+            "-c",
+            'cat "$1" | "$2" convert.py replay -',
+            "sh",
+            str(clean),
+            py,
+        ],
         "(b) DuckDB, alert lines": [py, "-c", DUCKDB_ALERTS, str(clean)],
         "(b1) DuckDB, count only": [py, "-c", DUCKDB_COUNT, str(clean)],
         "(bL) DuckDB, alert lines with line numbers": [py, "-c", DUCKDB_ALERTS_LINES, str(clean)],
