@@ -43,7 +43,14 @@ USERS = [
     "system:kube-controller-manager",
     "system:serviceaccount:kube-system:generic-garbage-collector",
     "alice@example.com",
+    "system:serviceaccount:kube-system:coredns",
 ]
+# Service accounts' requests carry their token's id (Kubernetes 1.30 and later: user.extra
+# authentication.kubernetes.io/credential-id, JTI=<uuid>), one token an hour per account; a
+# pod's token also names its pod and node. What the correlations' base rules keep.
+POD_BOUND = {
+    "system:serviceaccount:kube-system:coredns": ("coredns-5d78c9869d-x7k2p", "ip-10-0-1-23")
+}
 REQUESTS = [
     ("serviceaccounts", "token", "create"),
     ("pods", None, "get"),
@@ -70,6 +77,21 @@ def generate(path: Path, events: int) -> None:
         for n in range(events):
             received += step * rng.uniform(0.5, 1.5)
             resource_, subresource, verb = rng.choice(REQUESTS)
+            user = rng.choice(USERS)
+            extra: dict[str, list[str]] = {
+                "accessKeyId": ["ASIAEXAMPLEEXAMPLE"],
+                "arn": ["arn:aws:sts::123456789012:assumed-role/eks-node/i-0abc"],
+                "canonicalArn": ["arn:aws:iam::123456789012:role/eks-node"],
+                "principalId": ["AROAEXAMPLEEXAMPLE"],
+                "sessionName": [f"i-0{n % 1000:03d}abcdef"],
+            }
+            if user.startswith("system:serviceaccount:"):
+                token = uuid.uuid5(uuid.NAMESPACE_URL, f"{user}/{received:%Y%m%d%H}")
+                extra = {"authentication.kubernetes.io/credential-id": [f"JTI={token}"]}
+                if user in POD_BOUND:
+                    pod, node = POD_BOUND[user]
+                    extra["authentication.kubernetes.io/pod-name"] = [pod]
+                    extra["authentication.kubernetes.io/node-name"] = [node]
             ref = {"resource": resource_, "namespace": "kube-system", "name": f"sa-{n % 97}"}
             if subresource:
                 ref["subresource"] = subresource
@@ -82,16 +104,10 @@ def generate(path: Path, events: int) -> None:
                 "requestURI": f"/api/v1/namespaces/kube-system/{resource_}/sa-{n % 97}",
                 "verb": verb,
                 "user": {
-                    "username": rng.choice(USERS),
+                    "username": user,
                     "uid": "aws-iam-authenticator:123456789012:AROAEXAMPLEEXAMPLE",
                     "groups": ["system:bootstrappers", "system:nodes", "system:authenticated"],
-                    "extra": {
-                        "accessKeyId": ["ASIAEXAMPLEEXAMPLE"],
-                        "arn": ["arn:aws:sts::123456789012:assumed-role/eks-node/i-0abc"],
-                        "canonicalArn": ["arn:aws:iam::123456789012:role/eks-node"],
-                        "principalId": ["AROAEXAMPLEEXAMPLE"],
-                        "sessionName": [f"i-0{n % 1000:03d}abcdef"],
-                    },
+                    "extra": extra,
                 },
                 "sourceIPs": [f"10.0.{n % 250}.{n % 200}"],
                 "userAgent": "kubelet/v1.30.2 (linux/amd64) kubernetes/3ba4b9d",
@@ -323,8 +339,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.dir.mkdir(exist_ok=True)
-    clean = args.dir / f"audit-{args.events}-one-day.jsonl"
-    broken = args.dir / f"audit-{args.events}-one-day-one-malformed.jsonl"
+    # v3: over one day, service accounts' token ids (a file from an older generate() is not used)
+    clean = args.dir / f"audit-{args.events}-v3.jsonl"
+    broken = args.dir / f"audit-{args.events}-v3-one-malformed.jsonl"
     empty = args.dir / "empty.jsonl"
     if not clean.exists():
         generate(clean, args.events)
