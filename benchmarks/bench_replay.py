@@ -48,6 +48,11 @@ USERS = [
 # Service accounts' requests carry their token's id (Kubernetes 1.30 and later: user.extra
 # authentication.kubernetes.io/credential-id, JTI=<uuid>), one token an hour per account; a
 # pod's token also names its pod and node. What the correlations' base rules keep.
+# A service account's requests come from where it runs: the pod's address, the control plane's.
+ADDRESSES = {
+    "system:serviceaccount:kube-system:coredns": "10.0.1.57",
+    "system:serviceaccount:kube-system:generic-garbage-collector": "10.0.0.10",
+}
 POD_BOUND = {
     "system:serviceaccount:kube-system:coredns": ("coredns-5d78c9869d-x7k2p", "ip-10-0-1-23")
 }
@@ -109,7 +114,7 @@ def generate(path: Path, events: int) -> None:
                     "groups": ["system:bootstrappers", "system:nodes", "system:authenticated"],
                     "extra": extra,
                 },
-                "sourceIPs": [f"10.0.{n % 250}.{n % 200}"],
+                "sourceIPs": [ADDRESSES.get(user, f"10.0.{n % 250}.{n % 200}")],
                 "userAgent": "kubelet/v1.30.2 (linux/amd64) kubernetes/3ba4b9d",
                 "objectRef": ref | {"apiVersion": "v1"},
                 "responseStatus": {"metadata": {}, "code": 201},
@@ -339,9 +344,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.dir.mkdir(exist_ok=True)
-    # v3: over one day, service accounts' token ids (a file from an older generate() is not used)
-    clean = args.dir / f"audit-{args.events}-v3.jsonl"
-    broken = args.dir / f"audit-{args.events}-v3-one-malformed.jsonl"
+    # v4: over one day, service accounts' token ids and addresses (a file an older generate()
+    # wrote is not used)
+    clean = args.dir / f"audit-{args.events}-v4.jsonl"
+    broken = args.dir / f"audit-{args.events}-v4-one-malformed.jsonl"
     empty = args.dir / "empty.jsonl"
     if not clean.exists():
         generate(clean, args.events)
