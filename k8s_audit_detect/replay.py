@@ -1065,6 +1065,12 @@ class Replayer:
             except Oversized:  # read it again as a stream; nothing is written twice
                 state.replaying, state.tally = state.written, Tally()
                 self.stream(state, FdReader(fd, offset=0))
+        except duckdb.OutOfMemoryException:
+            state.partial = True
+            self.warn(
+                f"{inp.name}: DuckDB ran out of memory; the rest of it was not read (replay it "
+                "in parts, e.g. `split -l 1000000`, or on a machine with more memory)"
+            )
         except duckdb.Error as error:  # not expected with ignore_errors: said in our words
             state.partial = True
             what = "a read error" if isinstance(error, duckdb.IOException) else "unreadable JSON"
@@ -1346,34 +1352,43 @@ def run_replay(
         raise UserError("replay: - (stdin) is given twice; it can be read once")
     inputs = [check_input(name) for name in names]
     progress = _is_terminal(err)
+    # DuckDB spills its tables past its memory limit into a directory of its own, removed at the
+    # end (by default, .tmp in the working directory)
+    spill = tempfile.TemporaryDirectory(prefix="replay-spill-")
     connection = duckdb.connect()
-    connection.execute("SET enable_external_file_cache = false")
-    connection.execute("SET preserve_insertion_order = true")  # records numbered by rowid (Plan)
-    connection.execute(f"SET enable_progress_bar = {str(progress).lower()}")
-    connection.execute("SET enable_progress_bar_print = false")  # stdout carries only alerts
-    base = [rule_condition(query, connection) for query in base_queries]
-    compiled = compile_rules(rules, connection)
-    replayer = Replayer(compiled, connection, out, err, fmt, correlations, base)
-    caught: list[int] = []
     try:
-        with _signals(caught), _progress(replayer, progress):
-            replayer.run(inputs)
-            out.flush()
-    except BrokenPipeError:
-        _quiet(out)
-        return EXIT_PIPE
-    except BaseException:
-        if not caught:
-            raise
-    if caught:
+        connection.execute(f"SET temp_directory = {_literal(spill.name)}")
+        connection.execute("SET enable_external_file_cache = false")
+        # records are numbered by rowid (Plan)
+        connection.execute("SET preserve_insertion_order = true")
+        connection.execute(f"SET enable_progress_bar = {str(progress).lower()}")
+        connection.execute("SET enable_progress_bar_print = false")  # stdout carries only alerts
+        base = [rule_condition(query, connection) for query in base_queries]
+        compiled = compile_rules(rules, connection)
+        replayer = Replayer(compiled, connection, out, err, fmt, correlations, base)
+        caught: list[int] = []
         try:
-            out.flush()
+            with _signals(caught), _progress(replayer, progress):
+                replayer.run(inputs)
+                out.flush()
         except BrokenPipeError:
             _quiet(out)
-        replayer.summary(stopped=signal.Signals(caught[0]).name)
-        return EXIT_SIGNAL + caught[0]
-    replayer.summary()
-    return replayer.exit_code()
+            return EXIT_PIPE
+        except BaseException:
+            if not caught:
+                raise
+        if caught:
+            try:
+                out.flush()
+            except BrokenPipeError:
+                _quiet(out)
+            replayer.summary(stopped=signal.Signals(caught[0]).name)
+            return EXIT_SIGNAL + caught[0]
+        replayer.summary()
+        return replayer.exit_code()
+    finally:
+        connection.close()
+        spill.cleanup()
 
 
 @contextlib.contextmanager

@@ -893,3 +893,67 @@ def test_a_stream_that_pauses_is_evaluated_before_it_ends() -> None:
         child.stdin.close()
         child.wait(timeout=60)
     assert child.returncode == replay.EXIT_OK, child.stderr.read() if child.stderr else ""
+
+
+def _connect_with(monkeypatch, *settings: str) -> list[Any]:
+    """duckdb.connect, each connection also given these SET statements; the connections."""
+    import duckdb
+
+    connect, made = duckdb.connect, []
+
+    def configured(*args: Any, **kwargs: Any) -> Any:
+        connection = connect(*args, **kwargs)
+        for setting in settings:
+            connection.execute(setting)
+        made.append(connection)
+        return connection
+
+    monkeypatch.setattr(duckdb, "connect", configured)
+    return made
+
+
+def test_duckdb_out_of_memory_is_said_so(tmp_path: Path, pairs, monkeypatch) -> None:
+    """DuckDB out of memory (here a limit of 8 MB) said as such, with what to do, not as
+    'unreadable JSON' (main's words for any DuckDB error)."""
+    _connect_with(monkeypatch, "SET memory_limit = '8MB'")
+    log = tmp_path / "audit.log"
+    log.write_bytes(b"".join(line(labelled(n)[0]) + b"\n" for n in range(200)))
+    code, alerts, err = replay_in_process([str(log)], pairs)
+    problems = [x for x in err.splitlines() if "the rest of it was not read" in x]
+    assert problems == [
+        f"replay: {log}: DuckDB ran out of memory; the rest of it was not read (replay it in "
+        "parts, e.g. `split -l 1000000`, or on a machine with more memory)"
+    ]
+    assert code == replay.EXIT_SKIPPED
+    no_traceback(err)
+
+
+def test_duckdb_spills_into_a_directory_of_its_own_removed_after(
+    tmp_path: Path, pairs, monkeypatch
+) -> None:
+    """Past its memory limit DuckDB writes its tables to its temp_directory, by default .tmp
+    in the working directory (a user's repository): replay gives it a fresh directory under
+    the system's temporary one, and removes it at the end."""
+    import tempfile
+
+    made = _connect_with(monkeypatch)
+    spills: list[str] = []
+    original_run = replay.Replayer.run
+
+    def run(self: Any, inputs: Any) -> None:
+        (directory,) = self.connection.execute(
+            "SELECT current_setting('temp_directory')"
+        ).fetchone()
+        spills.append(directory)
+        original_run(self, inputs)
+
+    monkeypatch.setattr(replay.Replayer, "run", run)
+    monkeypatch.chdir(tmp_path)
+    log = tmp_path / "audit.log"
+    log.write_bytes(line(labelled(0)[0]) + b"\n")
+    code, _, err = replay_in_process([str(log)], pairs)
+    assert code == replay.EXIT_OK, err
+    assert len(made) == 1 and len(spills) == 1
+    assert Path(spills[0]).parent == Path(tempfile.gettempdir())
+    assert not Path(spills[0]).exists()
+    assert not (tmp_path / ".tmp").exists()
