@@ -1,9 +1,8 @@
 """Replay's correlation rules: each correlation's DuckDB SQL (the duckdb target's, from
 k8s_audit_detect/correlation_backends.py) over every input file at once, so a sequence split
-across files, or written out of order, is still one sequence. The files are read by one view
-with the columns all the correlations need; each correlation gives one alert per correlated
-group: the group's key (a credential id, an identity), when it started and ended, the measured
-value, and the events that made it.
+across files, or written out of order, is still one sequence. Each correlation gives one
+alert per correlated group: the group's key (a credential id, an identity), when it started
+and ended, the measured value, and the events that made it.
 
 The files are read once, for every rule and every correlation: replay's single pass over each
 input (k8s_audit_detect/replay.py) keeps the events any base rule matches in a temporary table
@@ -17,7 +16,7 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from k8s_audit_detect.replay import ALERT_FIELDS, VIEW, rule_fields
+from k8s_audit_detect.replay import ALERT_FIELDS, rule_fields
 
 if TYPE_CHECKING:
     from sigma.correlations import SigmaCorrelationRule
@@ -26,33 +25,13 @@ if TYPE_CHECKING:
 RESULT_COLUMNS = ("first_seen", "last_seen", "events")
 
 
-def correlation_fields(rule: SigmaCorrelationRule) -> list[str]:
+def fields_read(rule: SigmaCorrelationRule) -> list[str]:
     """Every audit path a correlation reads: its base rules' detection and `fields`, the fields
-    its aliases join on, its group-by and its counted field."""
-    from sigma.correlations import SigmaCorrelationCondition
+    it groups by, joins on (aliases) and counts, and each event's own (ALERT_FIELDS)."""
+    from k8s_audit_detect.correlations import base_rules, correlation_fields
 
-    from k8s_audit_detect.correlations import base_rules
-
-    found: list[str] = []
-    for base in base_rules(rule):
-        found += rule_fields(base)
-    found += [field for alias in rule.aliases for field in alias.mapping.values()]
-    aliases = {alias.alias for alias in rule.aliases}
-    found += [field for field in rule.group_by if field not in aliases]
-    if isinstance(rule.condition, SigmaCorrelationCondition) and rule.condition.fieldref:
-        refs = rule.condition.fieldref
-        found += refs if isinstance(refs, list) else [refs]
-    return list(dict.fromkeys([*found, *ALERT_FIELDS]))
-
-
-TABLE_QUERY = f"SELECT * FROM {VIEW} WHERE "  # how the duckdb target writes a rule's query
-
-
-def base_condition(query: str) -> str:
-    """A base rule's condition, from the duckdb target's `SELECT * FROM k8s_audit WHERE ...`."""
-    if not query.startswith(TABLE_QUERY):
-        raise ValueError(f"not a duckdb target query: {query[:60]}")
-    return query[len(TABLE_QUERY) :]
+    found = [field for base in base_rules(rule) for field in rule_fields(base)]
+    return list(dict.fromkeys([*found, *correlation_fields(rule), *ALERT_FIELDS]))
 
 
 def alert(rule: SigmaCorrelationRule, row: dict[str, Any]) -> str:

@@ -910,13 +910,13 @@ class Replayer:
         correlations: Sequence[tuple[SigmaCorrelationRule, str]] = (),
         base: Sequence[str] = (),
     ):
-        from k8s_audit_detect.correlate import correlation_fields
+        from k8s_audit_detect.correlate import fields_read
 
         self.rules = rules
         self.correlations = list(correlations)
         self.correlation_alerts = [0] * len(self.correlations)
         self.token = f"replay:end:{uuid.uuid4().hex}"
-        keep = dict.fromkeys(f for rule, _ in self.correlations for f in correlation_fields(rule))
+        keep = dict.fromkeys(f for rule, _ in self.correlations for f in fields_read(rule))
         self.plan = Plan(rules, self.token, fmt == "table", base if correlations else (), keep)
         self.kept_table = False
         self.by_rowid = False  # how the last query's rows are numbered (Plan)
