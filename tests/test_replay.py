@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -70,6 +71,38 @@ def replay_cli(
 def alerts_of(stdout: bytes) -> list[dict[str, Any]]:
     """The TokenRequest rule's alerts (convert.py replay runs the correlation rules too)."""
     return rule_alerts(stdout.decode())
+
+
+@dataclass
+class DuckDBWatch:
+    connections: list[Any] = field(default_factory=list)  # every connection made
+    reads: list[str] = field(default_factory=list)  # every statement that reads an input
+
+
+def watch_duckdb(monkeypatch, *settings: str) -> DuckDBWatch:
+    """duckdb.connect replaced: each connection first given these SET statements, and every
+    statement that reads an input (read_json) recorded."""
+    import duckdb
+
+    connect, watch = duckdb.connect, DuckDBWatch()
+
+    class Watched:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.inner = connect(*args, **kwargs)
+            for setting in settings:
+                self.inner.execute(setting)
+            watch.connections.append(self)
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            if "read_json" in sql:
+                watch.reads.append(sql)
+            return self.inner.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(duckdb, "connect", Watched)
+    return watch
 
 
 def write_end(fifo: Path, timeout: float = 60.0) -> BinaryIO:
@@ -435,7 +468,6 @@ def test_every_rule_in_one_pass_over_the_input(tmp_path: Path, many_rules, monke
     """Rules whose fields differ (a number, arrays, nested objects, a key with dots and
     slashes, an object read whole and through a path below it) evaluated by one query per
     input: on main, one read of the file per rule."""
-    import duckdb
 
     events = [labelled(n)[0] for n in range(3 * len(LABELLED))]
     for n, event in enumerate(events):  # vary what the rules test, whatever the label
@@ -447,22 +479,7 @@ def test_every_rule_in_one_pass_over_the_input(tmp_path: Path, many_rules, monke
         event.setdefault("responseStatus", {})["code"] = [201, 403][n % 2]
     log = tmp_path / "audit.log"
     log.write_text("".join(json.dumps(e) + "\n" for e in events))
-    reads: list[str] = []
-    connect = duckdb.connect
-
-    class Counting:
-        def __init__(self) -> None:
-            self.inner = connect()
-
-        def execute(self, sql: str, *args: Any) -> Any:
-            if "read_json" in sql:
-                reads.append(sql)
-            return self.inner.execute(sql, *args)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.inner, name)
-
-    monkeypatch.setattr(duckdb, "connect", Counting)
+    reads = watch_duckdb(monkeypatch).reads
     code, alerts, err = replay_in_process([str(log)], many_rules)
     assert len(reads) == 1
     got = {(a["rule"], a["auditID"]) for a in alerts}
@@ -746,7 +763,6 @@ def test_correlations_come_from_the_same_single_read(tmp_path: Path, monkeypatch
     one read of each input goes (main read every file once more for them): two files, two
     reads, a burst of token requests split across them is one correlated group, and a token
     minted in one file and used in the other is another (minted then used)."""
-    import duckdb
 
     from k8s_audit_detect import correlations
     from k8s_audit_detect.cli import (
@@ -801,22 +817,7 @@ def test_correlations_come_from_the_same_single_read(tmp_path: Path, monkeypatch
     logs = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
     for log, part in zip(logs, (burst[:30], [use, *burst[30:]]), strict=True):
         log.write_text("".join(json.dumps(e) + "\n" for e in part))
-    reads: list[str] = []
-    connect = duckdb.connect
-
-    class Counting:
-        def __init__(self) -> None:
-            self.inner = connect()
-
-        def execute(self, sql: str, *args: Any) -> Any:
-            if "read_json" in sql:
-                reads.append(sql)
-            return self.inner.execute(sql, *args)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.inner, name)
-
-    monkeypatch.setattr(duckdb, "connect", Counting)
+    reads = watch_duckdb(monkeypatch).reads
     out, err = io.StringIO(), io.StringIO()
     code = replay.run_replay(
         [str(log) for log in logs], plain, out, err, "json", correlated, base_queries
@@ -841,16 +842,7 @@ def test_each_alert_is_at_its_own_line_when_duckdb_reads_on_many_threads(
     7 MB of lines of varied length, every alert still carries its own line (each event's
     auditID names it). With DuckDB allowed to reorder (preserve_insertion_order off), this
     fails."""
-    import duckdb
-
-    connect = duckdb.connect
-
-    def eight_threads(*args: Any, **kwargs: Any) -> Any:
-        connection = connect(*args, **kwargs)
-        connection.execute("SET threads = 8")
-        return connection
-
-    monkeypatch.setattr(duckdb, "connect", eight_threads)
+    watch_duckdb(monkeypatch, "SET threads = 8")
     lines, expected = [], []
     for n in range(1, 3001):
         event, alerts = labelled(n)
@@ -895,27 +887,10 @@ def test_a_stream_that_pauses_is_evaluated_before_it_ends() -> None:
     assert child.returncode == replay.EXIT_OK, child.stderr.read() if child.stderr else ""
 
 
-def _connect_with(monkeypatch, *settings: str) -> list[Any]:
-    """duckdb.connect, each connection also given these SET statements; the connections."""
-    import duckdb
-
-    connect, made = duckdb.connect, []
-
-    def configured(*args: Any, **kwargs: Any) -> Any:
-        connection = connect(*args, **kwargs)
-        for setting in settings:
-            connection.execute(setting)
-        made.append(connection)
-        return connection
-
-    monkeypatch.setattr(duckdb, "connect", configured)
-    return made
-
-
 def test_duckdb_out_of_memory_is_said_so(tmp_path: Path, pairs, monkeypatch) -> None:
     """DuckDB out of memory (here a limit of 8 MB) said as such, with what to do, not as
     'unreadable JSON' (main's words for any DuckDB error)."""
-    _connect_with(monkeypatch, "SET memory_limit = '8MB'")
+    watch_duckdb(monkeypatch, "SET memory_limit = '8MB'")
     log = tmp_path / "audit.log"
     log.write_bytes(b"".join(line(labelled(n)[0]) + b"\n" for n in range(200)))
     code, alerts, err = replay_in_process([str(log)], pairs)
@@ -936,7 +911,7 @@ def test_duckdb_spills_into_a_directory_of_its_own_removed_after(
     the system's temporary one, and removes it at the end."""
     import tempfile
 
-    made = _connect_with(monkeypatch)
+    made = watch_duckdb(monkeypatch).connections
     spills: list[str] = []
     original_run = replay.Replayer.run
 
