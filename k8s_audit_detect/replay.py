@@ -919,7 +919,6 @@ class Replayer:
         keep = dict.fromkeys(f for rule, _ in self.correlations for f in fields_read(rule))
         self.plan = Plan(rules, self.token, fmt == "table", base if correlations else (), keep)
         self.kept_table = False
-        self.by_rowid = False  # how the last query's rows are numbered (Plan)
         self.connection = connection
         self.out = out
         self.err = err
@@ -1170,10 +1169,10 @@ class Replayer:
                     while batch := result.fetchmany(BATCH):
                         if self.line_rows(state, batch, lines):
                             break
-                    self.keep()
+                    self.keep(not state.batches)
                     return scan.cursor.line
                 except SwitchToBatches as switch:
-                    self.keep(before=switch.rec)
+                    self.keep(not state.batches, before=switch.rec)
                     state.batches, after = True, switch.rec - 1
                 except duckdb.InvalidInputException as error:
                     if "maximum_object_size" in str(error):
@@ -1231,7 +1230,7 @@ class Replayer:
                     state.tally.records += rec - 1
                     break
                 self.row(state, "record", rec - 1, row, None)
-            self.keep()
+            self.keep(by_rowid=False)
         except duckdb.InvalidInputException:
             state.partial = True
             state.tally.records += state.written[0] + 1  # those before the error
@@ -1280,7 +1279,6 @@ class Replayer:
         """The rows replay handles of one plan query, to fetch from: the query's result is
         kept in the table ROWS first (see Plan), which with correlation rules also holds the
         events their base rules match, for `keep`. One read of the input gives both."""
-        self.by_rowid = by_rowid
         self.connection.execute(f"CREATE OR REPLACE TEMP TABLE {ROWS} AS {sql}")
         if self.correlations and not self.kept_table:
             self.connection.execute(
@@ -1289,11 +1287,12 @@ class Replayer:
             self.kept_table = True
         return self.connection.execute(self.plan.rows(by_rowid))
 
-    def keep(self, before: int | None = None) -> None:
+    def keep(self, by_rowid: bool, before: int | None = None) -> None:
         """The events of the last query that the correlations' base rules match (of records
-        before `before`), into the table the correlations run over."""
+        before `before`; by_rowid: how that query numbered them), into the table the
+        correlations run over."""
         if self.correlations:
-            self.connection.execute(f"INSERT INTO {VIEW} {self.plan.kept(self.by_rowid, before)}")
+            self.connection.execute(f"INSERT INTO {VIEW} {self.plan.kept(by_rowid, before)}")
 
     def correlate(self) -> None:
         """Each correlation rule over the events of every input that its base rules match: one
