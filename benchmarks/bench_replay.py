@@ -160,25 +160,17 @@ EVERY_RULE = """
 import sys
 from pathlib import Path
 from sigma.collection import SigmaCollection
-from k8s_audit_detect import correlations, paths
-from k8s_audit_detect.cli import REPLAY_TARGET, convert_plain, convert_target, load_rules
+from k8s_audit_detect import paths
+from k8s_audit_detect.cli import load_rules, replay_queries
 from k8s_audit_detect.replay import run_replay
-from k8s_audit_detect.rules import rule_stem, sigma_rules
 
 root = Path.cwd()
 paths.use(root)
-shipped = load_rules([])
-queries = convert_target(REPLAY_TARGET, shipped)
-pairs = [(rule, queries[rule_stem(rule)]) for rule in sigma_rules(shipped) if rule._output]
-found = correlations.correlation_rules(shipped)
-correlated = [(rule, queries[rule_stem(rule)]) for rule in found]
-bases = list({id(b): b for rule in found for b in correlations.base_rules(rule)}.values())
-base_queries = [query for _, query in convert_plain(REPLAY_TARGET, bases)]
+shipped = replay_queries(load_rules([]))
+pairs, correlated, base_queries = shipped.rules, shipped.correlations, shipped.base_queries
 test_rules = sorted((root / "tests" / "rules").glob("*.yml"))
 if test_rules:
-    collection = SigmaCollection.load_ruleset(test_rules)
-    queries = convert_target(REPLAY_TARGET, collection)
-    pairs += [(rule, queries[rule_stem(rule)]) for rule in sigma_rules(collection)]
+    pairs += replay_queries(SigmaCollection.load_ruleset(test_rules)).rules
 print(len(pairs), "rules and", len(correlated), "correlations", file=sys.stderr)
 code = run_replay(sys.argv[1:], pairs, sys.stdout, sys.stderr, "json", correlated, base_queries)
 sys.exit(code)

@@ -52,6 +52,7 @@ __all__ = [
     "TARGETS_BY_NAME",
     "Artifact",
     "CheckResult",
+    "ReplayQueries",
     "Target",
     "build_parser",
     "check_files",
@@ -65,6 +66,7 @@ __all__ = [
     "refusal",
     "output_rules",
     "render",
+    "replay_queries",
     "rule_cards",
     "rule_stem",
     "sigma_cli_commands",
@@ -170,6 +172,28 @@ def _pipeline(target: Target) -> ProcessingPipeline:
             path = _rel(paths.PIPELINES_DIR / name)
             raise UserError(f"{path}: {error}; fix the pipeline YAML") from error
     return pipeline
+
+
+@dataclass
+class ReplayQueries:
+    """What `convert.py replay` runs for a set of rules (the duckdb target's queries)."""
+
+    rules: list[tuple[SigmaRule, str]]  # each plain rule (not a base rule) and its query
+    correlations: list[tuple[SigmaCorrelationRule, str]]  # each correlation rule and its query
+    base_queries: list[str]  # the queries of the correlations' base rules, each once
+
+
+def replay_queries(collection: SigmaCollection) -> ReplayQueries:
+    """The rules of a collection as replay runs them."""
+    queries = convert_target(REPLAY_TARGET, collection)
+    plain = [rule for rule in sigma_rules(collection) if rule._output]
+    found = correlations.correlation_rules(collection)
+    bases = {id(b): b for rule in found for b in correlations.base_rules(rule)}
+    return ReplayQueries(
+        rules=[(rule, queries[rule_stem(rule)]) for rule in plain],
+        correlations=[(rule, queries[rule_stem(rule)]) for rule in found],
+        base_queries=[query for _, query in convert_plain(REPLAY_TARGET, list(bases.values()))],
+    )
 
 
 def convert_correlations(target: Target, collection: SigmaCollection) -> dict[str, str]:
@@ -961,19 +985,15 @@ def main(
         if args.command == "replay":
             from k8s_audit_detect.replay import run_replay
 
-            collection = load_rules(replay_envs)
-            queries = convert_target(REPLAY_TARGET, collection)
-            plain = [rule for rule in sigma_rules(collection) if rule._output]
-            found = correlations.correlation_rules(collection)
-            bases = {id(b): b for rule in found for b in correlations.base_rules(rule)}
+            plan = replay_queries(load_rules(replay_envs))
             return run_replay(
                 args.files,
-                [(rule, queries[rule_stem(rule)]) for rule in plain],
+                plan.rules,
                 sys.stdout,
                 sys.stderr,
                 replay_format,
-                correlations=[(rule, queries[rule_stem(rule)]) for rule in found],
-                base_queries=[q for _, q in convert_plain(REPLAY_TARGET, list(bases.values()))],
+                correlations=plan.correlations,
+                base_queries=plan.base_queries,
             )
         if args.list:
             print(list_targets())

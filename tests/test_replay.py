@@ -763,25 +763,11 @@ def test_correlations_come_from_the_same_single_read(tmp_path: Path, monkeypatch
     one read of each input goes (main read every file once more for them): two files, two
     reads, a burst of token requests split across them is one correlated group, and a token
     minted in one file and used in the other is another (minted then used)."""
+    from k8s_audit_detect.cli import load_rules, replay_queries
 
-    from k8s_audit_detect import correlations
-    from k8s_audit_detect.cli import (
-        REPLAY_TARGET,
-        convert_plain,
-        convert_target,
-        load_rules,
-        rule_stem,
-        sigma_rules,
-    )
-
-    collection = load_rules([])
-    queries = convert_target(REPLAY_TARGET, collection)
-    plain = [(r, queries[rule_stem(r)]) for r in sigma_rules(collection) if r._output]
-    found = correlations.correlation_rules(collection)
-    assert found, "the repository ships correlation rules"
-    correlated = [(r, queries[rule_stem(r)]) for r in found]
-    bases = list({id(b): b for r in found for b in correlations.base_rules(r)}.values())
-    base_queries = [q for _, q in convert_plain(REPLAY_TARGET, bases)]
+    shipped = replay_queries(load_rules([]))
+    plain, correlated, base_queries = shipped.rules, shipped.correlations, shipped.base_queries
+    assert correlated, "the repository ships correlation rules"
     attack = json.loads((EVENTS / "match_human_user_kubectl_create_token.json").read_text())
     burst = [
         dict(
