@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from sigma.processing.pipeline import ProcessingPipeline
     from sigma.rule import SigmaRule
 
-FEATURES = ("event_count", "value_count", "temporal", "temporal_ordered", "aliases")
 ALL = "all"  # a target's limit on every correlation (its backend has no correlation support)
 
 
