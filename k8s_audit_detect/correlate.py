@@ -5,9 +5,9 @@ alert per correlated group: the group's key (a credential id, an identity), when
 and ended, the measured value, and the events that made it.
 
 The files are read once, for every rule and every correlation: replay's single pass over each
-input (k8s_audit_detect/replay.py) keeps the events any base rule matches in a temporary table
-named as replay's view (`k8s_audit`), which each correlation's query then reads
-(`correlate_table`); the other events are not kept.
+input (k8s_audit_detect/replay.py) keeps the events any base rule matches, which each
+correlation's query then reads as the view `k8s_audit` (`correlate_table`); the other events
+are not kept.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from k8s_audit_detect.replay import ALERT_FIELDS, rule_fields
+from k8s_audit_detect.replay import ALERT_FIELDS, detection_fields
 
 if TYPE_CHECKING:
     from sigma.correlations import SigmaCorrelationRule
@@ -26,11 +26,12 @@ RESULT_COLUMNS = ("first_seen", "last_seen", "events")
 
 
 def fields_read(rule: SigmaCorrelationRule) -> list[str]:
-    """Every audit path a correlation reads: its base rules' detection and `fields`, the fields
-    it groups by, joins on (aliases) and counts, and each event's own (ALERT_FIELDS)."""
+    """Every audit path a correlation reads: its base rules' detection (not their `fields`:
+    an alert lists its events by auditID), the fields it groups by, joins on (aliases) and
+    counts, and each event's own (ALERT_FIELDS)."""
     from k8s_audit_detect.correlations import base_rules, correlation_fields
 
-    found = [field for base in base_rules(rule) for field in rule_fields(base)]
+    found = [field for base in base_rules(rule) for field in detection_fields(base)]
     return list(dict.fromkeys([*found, *correlation_fields(rule), *ALERT_FIELDS]))
 
 
@@ -55,7 +56,7 @@ def alert(rule: SigmaCorrelationRule, row: dict[str, Any]) -> str:
 def correlate_table(
     connection: Any, correlations: Sequence[tuple[SigmaCorrelationRule, str]]
 ) -> Iterator[tuple[str, str]]:
-    """(rule id, alert line) for each correlation's groups, over the table `k8s_audit` of the
+    """(rule id, alert line) for each correlation's groups, over the view `k8s_audit` of the
     events the base rules match (replay fills it as it reads each input)."""
     for rule, query in correlations:
         result = connection.execute(f"SELECT to_json(alert) FROM ({query}) AS alert")

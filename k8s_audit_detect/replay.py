@@ -104,6 +104,7 @@ TABLE_FIELDS = (
 FORMATS = ("json", "table")
 VIEW = "k8s_audit"
 ROWS = '"replay:rows"'  # one plan query's result (Plan)
+KEPT = '"replay:kept"'  # the base rules' events of earlier queries (VIEW: those and the last's)
 MAX_REPORTED = 20  # bad lines reported one by one per input, then counted
 MAX_OBJECT = 16 * 1024 * 1024  # DuckDB's read_json maximum_object_size (its default)
 CHUNK = 64 * 1024 * 1024  # bytes of whole lines per block when reading a stream
@@ -135,7 +136,14 @@ EXIT_SIGNAL = 128  # + the signal (130 Ctrl-C, 143 SIGTERM); the alerts until th
 
 
 def rule_fields(rule: SigmaRule) -> list[str]:
-    """The audit paths a rule tests in its detection, then those it lists in `fields`."""
+    """The audit paths a rule tests in its detection, then ALERT_FIELDS and those it lists in
+    `fields`."""
+    found = detection_fields(rule)
+    return found + [f for f in [*ALERT_FIELDS, *(rule.fields or [])] if f not in found]
+
+
+def detection_fields(rule: SigmaRule) -> list[str]:
+    """The audit paths a rule tests in its detection."""
     found: list[str] = []
 
     def walk(detection: Any) -> None:
@@ -147,7 +155,7 @@ def rule_fields(rule: SigmaRule) -> list[str]:
 
     for detection in rule.detection.detections.values():
         walk(detection)
-    return found + [f for f in [*ALERT_FIELDS, *(rule.fields or [])] if f not in found]
+    return found
 
 
 def path_parts(field: str) -> list[str]:
@@ -918,7 +926,9 @@ class Replayer:
         self.token = f"replay:end:{uuid.uuid4().hex}"
         keep = dict.fromkeys(f for rule, _ in self.correlations for f in fields_read(rule))
         self.plan = Plan(rules, self.token, fmt == "table", base if correlations else (), keep)
-        self.kept_table = False
+        # the base rules' events: None before the first query, then the SELECT of those in
+        # ROWS not yet copied into KEPT ("" if none)
+        self.kept: str | None = None
         self.connection = connection
         self.out = out
         self.err = err
@@ -1279,28 +1289,34 @@ class Replayer:
         """The rows replay handles of one plan query, to fetch from: the query's result is
         kept in the table ROWS first (see Plan), which with correlation rules also holds the
         events their base rules match, for `keep`. One read of the input gives both."""
+        if self.kept:  # before ROWS is replaced
+            self.connection.execute(f"INSERT INTO {KEPT} {self.kept}")
+            self.kept = ""
         self.connection.execute(f"CREATE OR REPLACE TEMP TABLE {ROWS} AS {sql}")
-        if self.correlations and not self.kept_table:
+        if self.correlations and self.kept is None:
             self.connection.execute(
-                f"CREATE OR REPLACE TEMP TABLE {VIEW} AS {self.plan.kept(by_rowid)} LIMIT 0"
+                f"CREATE TEMP TABLE {KEPT} AS {self.plan.kept(by_rowid)} LIMIT 0"
             )
-            self.kept_table = True
+            self.kept = ""
         return self.connection.execute(self.plan.rows(by_rowid))
 
     def keep(self, by_rowid: bool, before: int | None = None) -> None:
         """The events of the last query that the correlations' base rules match (of records
-        before `before`; by_rowid: how that query numbered them), into the table the
-        correlations run over."""
+        before `before`; by_rowid: how that query numbered them) are kept for the
+        correlations: copied into the table KEPT when the next query replaces ROWS, or, the
+        last query's, read where they are."""
         if self.correlations:
-            self.connection.execute(f"INSERT INTO {VIEW} {self.plan.kept(by_rowid, before)}")
+            self.kept = self.plan.kept(by_rowid, before)
 
     def correlate(self) -> None:
         """Each correlation rule over the events of every input that its base rules match: one
         alert per correlated group (its key, when it started and ended, its events)."""
         from k8s_audit_detect.correlate import correlate_table
 
-        if not self.kept_table:
+        if self.kept is None:
             return
+        last = f" UNION ALL {self.kept}" if self.kept else ""
+        self.connection.execute(f"CREATE TEMP VIEW {VIEW} AS SELECT * FROM {KEPT}{last}")
         ids = {str(rule.id): n for n, (rule, _) in enumerate(self.correlations)}
         for rule_id, alert in correlate_table(self.connection, self.correlations):
             self.correlation_alerts[ids[rule_id]] += 1
