@@ -15,7 +15,7 @@ CPU time and peak memory from wait4):
   each alert's line number, as replay gives it (WITH ORDINALITY); (b1) the same condition,
   only counted; (b*) one query with every plain rule's condition OR-ed; (bC) one query that
   does the whole job of replay with every rule: every rule's alerts and every correlation's
-  groups, the file read once (the bound's reference);
+  groups, the file read once (the bound's reference); (bCL) (bC) with line numbers, as (bL);
 - on request: every rule and correlation with one read of the file each (--separate), and
   (a) a Python loop (--python-loop).
 Bounds (issue 10): replay with every rule <= 1.3x the time of a hand-written query doing the
@@ -228,8 +228,18 @@ alerts = [
 alerts += [f"SELECT to_json(alert) FROM ({query}) AS alert" for _, query in correlated]
 Path(sys.argv[3]).write_text(
     f"WITH k8s_audit AS MATERIALIZED (SELECT * FROM (SELECT {view} FROM read_json("
-    f"'{sys.argv[1]}', format = 'newline_delimited', columns = {{{read}}})) WHERE {where})\n"
-    + "\nUNION ALL\n".join(alerts)
+    f"'{sys.argv[1]}', format = 'newline_delimited', columns = {{{read}}})) WHERE {where})\\n"
+    + "\\nUNION ALL\\n".join(alerts)
+)
+# (bCL) the same with each rule alert's line, numbered as (bL) numbers them
+Path(sys.argv[4]).write_text(
+    f"WITH k8s_audit AS MATERIALIZED (SELECT * FROM (SELECT ordinality AS line, {view} FROM "
+    f"read_json('{sys.argv[1]}', format = 'newline_delimited', columns = {{{read}}}) "
+    f"WITH ORDINALITY) WHERE {where})\\n"
+    + "\\nUNION ALL\\n".join(
+        [a.replace("pack(", "pack(line := line, ", 1) for a in alerts[: len(rules)]]
+        + alerts[len(rules) :]
+    )
 )
 """
 )
@@ -394,14 +404,11 @@ def main() -> None:
     }
     if args.python_loop:
         runs["(a) Python json loop"] = [py, "-c", PYTHON_LOOP, str(clean)]
-    every_sql, whole_sql = args.dir / "every-rule.sql", args.dir / "every-rule-correlated.sql"
-    subprocess.run(
-        [py, "-c", EVERY_RULE_SQL, str(clean), str(every_sql), str(whole_sql)],
-        cwd=ROOT,
-        check=True,
-    )
-    runs["(b*) DuckDB, every rule's condition"] = [py, "-c", RUN_SQL_FILE, str(every_sql)]
-    runs["(bC) DuckDB, every rule and correlation"] = [py, "-c", RUN_SQL_FILE, str(whole_sql)]
+    sql = [args.dir / f"every-rule{suffix}.sql" for suffix in ("", "-correlated", "-lines")]
+    subprocess.run([py, "-c", EVERY_RULE_SQL, str(clean), *map(str, sql)], cwd=ROOT, check=True)
+    runs["(b*) DuckDB, every rule's condition"] = [py, "-c", RUN_SQL_FILE, str(sql[0])]
+    runs["(bC) DuckDB, every rule and correlation"] = [py, "-c", RUN_SQL_FILE, str(sql[1])]
+    runs["(bCL) (bC) with line numbers"] = [py, "-c", RUN_SQL_FILE, str(sql[2])]
     if args.separate:  # what replay did before: one read of the file per rule
         runs["every rule, one read per rule"] = [py, "-c", ONE_RULE_EACH, str(clean)]
     results: dict[str, list[Run]] = {name: [] for name in runs}
@@ -439,7 +446,8 @@ def main() -> None:
     all_rules = results["replay, every rule"][0]
     assert all_rules.token == counts["replay"]
     # the same job: every rule's alerts and every correlation's groups
-    assert results[whole][0].lines == all_rules.lines, (results[whole][0].lines, all_rules.lines)
+    for reference in (whole, "(bCL) (bC) with line numbers"):
+        assert results[reference][0].lines == all_rules.lines, (reference, all_rules.lines)
     rules_line = next(x for x in all_rules.stderr.splitlines() if x.endswith(" correlations"))
     print(f"alerts of the shipped rule: {counts['replay']:,} (replay, (b), (b1) agree)")
     print(
@@ -458,6 +466,10 @@ def main() -> None:
         f"{cpu('replay, every rule') / cpu(whole):.2f}x the cpu (bound <= 1.3x); without "
         "replay's start-up (rules loaded and converted by pySigma): "
         f"{(seconds('replay, every rule') - seconds(start)) / seconds(whole):.2f}x"
+    )
+    print(
+        "replay, every rule vs (bCL), the same job with line numbers, by hand: "
+        f"{ratio('replay, every rule', '(bCL) (bC) with line numbers')}"
     )
     for name in ("replay", "replay, every rule"):
         bad = f"{name}, one malformed line"
