@@ -738,6 +738,48 @@ def test_lines_and_items_match_a_reference(tmp_path: Path, pairs, monkeypatch, h
     assert code == (replay.EXIT_SKIPPED if bad else replay.EXIT_OK)
 
 
+@settings(
+    max_examples=300,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],  # the same limits each time
+)
+@given(
+    lines=st.lists(
+        st.one_of(st.integers(0, 12), st.integers(13, 60)).map(lambda n: b"x" * n),
+        max_size=30,
+    ),
+    final_newline=st.booleans(),
+    head_size=st.integers(0, 40),
+    reads=st.lists(st.integers(1, 9), min_size=1, max_size=8),
+)
+def test_stream_blocks_match_a_reference(
+    monkeypatch, lines: list[bytes], final_newline: bool, head_size: int, reads: list[int]
+) -> None:
+    """A stream's blocks (small limits: blocks of 25 bytes, reads of at most 9, lines over
+    20 bytes too long), read in uneven pieces after a head of any size: put together, they are
+    the input with each too-long line replaced by a placeholder holding its length, and every
+    block but the last ends at a line's end."""
+    monkeypatch.setattr(replay, "CHUNK", 25)
+    monkeypatch.setattr(replay, "READ", 9)
+    monkeypatch.setattr(replay, "MAX_OBJECT", 20)
+    data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
+    expected = b"\n".join(b'"P:%d"' % len(x) if len(x) > 20 else x for x in data.split(b"\n"))
+    head, source = data[:head_size], io.BytesIO(data[head_size:])
+    sizes = iter(reads * (len(data) + 1))
+
+    def readinto(view: memoryview) -> int:
+        return source.readinto(view[: next(sizes)])
+
+    blocks = [
+        bytes(block[:length])
+        for block, length in replay.line_blocks(readinto, lambda _: True, head, b'"P:')
+    ]
+    assert b"".join(blocks) == expected
+    assert all(block.endswith(b"\n") for block in blocks[:-1])
+
+
 def test_each_alert_is_at_its_own_line(tmp_path: Path, pairs) -> None:
     """The request's earlier stage (same audit ID), its ID quoted in another field, duplicate
     lines, an event without an ID: each alert carries its own line."""
