@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import functools
 import gzip
 import io
 import json
 import os
+import queue
 import select
 import signal
 import stat
@@ -495,24 +495,17 @@ def sniff(head: bytes) -> str:
 class LineCursor:
     """Walks an input's lines in order, counting the records DuckDB reads in them (the lines
     that are not blank), so that record N maps to its line number; `last` is the bytes of the
-    line it stopped on. Reads blocks into one buffer, or walks bytes already in memory. A line
-    longer than MAX_OBJECT is passed through, never held: its bytes are then a placeholder
-    holding its length."""
+    line it stopped on. Reads blocks into one buffer. A line longer than MAX_OBJECT is passed
+    through, never held: its bytes are then a placeholder holding its length."""
 
     def __init__(
-        self,
-        readinto: Callable[[memoryview], int] | None,
-        placeholder: bytes,
-        line: int = 0,
-        data: bytes | bytearray | None = None,
-        end: int | None = None,
+        self, readinto: Callable[[memoryview], int], placeholder: bytes, line: int = 0
     ) -> None:
         self._readinto = readinto
         self._placeholder = placeholder
-        self.buffer: bytes | bytearray = data if data is not None else bytearray(CURSOR_BLOCK)
-        # bytes of buffer that hold input (given data: its first `end` bytes, or all of it)
-        self.end = (len(data) if end is None else end) if data is not None else 0
-        self._eof = data is not None
+        self.buffer = bytearray(CURSOR_BLOCK)
+        self.end = 0  # bytes of buffer that hold input
+        self._eof = False
         self.pos = 0  # where the next line starts in buffer
         self.first = line  # lines before this input
         self.rec = 0  # records passed
@@ -570,7 +563,6 @@ class LineCursor:
         if self._eof or self.stopped:
             return False
         buffer = self.buffer
-        assert isinstance(buffer, bytearray)
         rest = self.end - self.pos
         buffer[:rest] = buffer[self.pos : self.end]
         self.pos, self.end = 0, rest
@@ -588,7 +580,6 @@ class LineCursor:
 
     def _pass_long_line(self) -> None:
         buffer = self.buffer
-        assert isinstance(buffer, bytearray)
         size = self.end
         view = memoryview(buffer)
         while count := self._readinto(view):
@@ -1147,16 +1138,13 @@ class Replayer:
                     self.document(state, spool.fileno())
                 return
             line = 0
-            fd = _memory_file(b"")  # one for every block: its memory is used again
-            try:
-                for block, length in line_blocks(readinto, ready, head, self.placeholder):
-                    _refill_memory_file(fd, block, length)
-                    cursor = functools.partial(
-                        LineCursor, None, self.placeholder, line, data=block, end=length
-                    )
-                    line = self.lines(state, _fd_path(fd), cursor)
-            finally:
-                os.close(fd)
+            blocks = line_blocks(readinto, ready, head, self.placeholder)
+            for fd in _written_ahead(blocks):
+
+                def cursor(fd: int = fd, first: int = line) -> LineCursor:
+                    return LineCursor(FdReader(fd, offset=0).readinto, self.placeholder, first)
+
+                line = self.lines(state, _fd_path(fd), cursor)
         except (EOFError, zlib.error, gzip.BadGzipFile):
             state.partial = True
             self.warn(f"{state.name}: gzip data corrupt or cut short; the rest was not read")
@@ -1505,6 +1493,56 @@ def _refill_memory_file(fd: int, data: bytes | bytearray, length: int) -> None:
             with view[offset:length] as rest:
                 offset += os.pwrite(fd, rest, offset)
     os.ftruncate(fd, length)
+
+
+def _written_ahead(blocks: Iterator[tuple[bytes | bytearray, int]]) -> Iterator[int]:
+    """Each block in an in-memory file (one of two, their memory used again), as a file
+    descriptor good until the next is asked for. A thread of its own reads and writes the
+    next block while the one before is evaluated (reading, a gzip stream's decompression
+    above all, overlaps DuckDB's work); what it raises is raised here, after the blocks
+    before it. The files are closed by whichever of the two ends last."""
+    fds = [_memory_file(b""), _memory_file(b"")]
+    free: queue.Queue[int] = queue.Queue()  # files the reader may write into
+    for fd in fds:
+        free.put(fd)
+    written: queue.Queue[int | BaseException | None] = queue.Queue()
+    stop = threading.Event()
+    closing = threading.Lock()
+
+    def close() -> None:
+        with closing:
+            while fds:
+                os.close(fds.pop())
+
+    def write_ahead() -> None:
+        try:
+            for block, length in blocks:
+                fd = free.get()
+                if stop.is_set():
+                    return
+                _refill_memory_file(fd, block, length)
+                written.put(fd)
+            written.put(None)
+        except BaseException as error:  # raised in the reading thread
+            written.put(error)
+        finally:
+            if stop.is_set():  # the reader outlived the run
+                close()
+
+    thread = threading.Thread(target=write_ahead, name="replay-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while (item := written.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            free.put(item)
+    finally:
+        stop.set()
+        free.put(-1)  # a reader waiting for a file: stop
+        thread.join(0.1)  # one still reading a stream closes the files when it ends
+        if not thread.is_alive():
+            close()
 
 
 def _widen_pipe(fd: int) -> None:

@@ -240,6 +240,30 @@ def test_gzip_from_stdin_and_a_gzip_cut_short(tmp_path: Path) -> None:
     no_traceback(result.stderr)
 
 
+def test_a_stream_leaves_no_thread_or_file_behind(tmp_path: Path, pairs) -> None:
+    """A stream's next block is read and written ahead by a thread of its own into one of two
+    in-memory files: once replay returns, whether the stream ended or broke off (a gzip cut
+    short), the thread has ended and the files are closed; the alerts before the break are
+    all written, in order."""
+    events = [labelled(n) for n in range(3000)]
+    data = gzip.compress(b"".join(line(e) + b"\n" for e, _ in events))
+    whole, cut = tmp_path / "whole.log.gz", tmp_path / "cut.log.gz"
+    whole.write_bytes(data)
+    cut.write_bytes(data[: len(data) // 2])
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(replay, "CHUNK", 64 * 1024)  # many blocks
+        code, alerts, err = replay_in_process([str(cut), str(whole)], pairs)
+    assert not [t for t in threading.enumerate() if t.name == "replay-read-ahead"]
+    assert set(os.listdir("/proc/self/fd")) == before
+    expected = [e["auditID"] for e, alerting in events if alerting]
+    cut_alerts = [a["auditID"] for a in alerts if a["file"] == str(cut)]
+    assert cut_alerts == expected[: len(cut_alerts)] and 0 < len(cut_alerts) < len(expected)
+    assert [a["auditID"] for a in alerts if a["file"] == str(whole)] == expected
+    assert "cut.log.gz: gzip data corrupt or cut short" in err
+    assert code == replay.EXIT_SKIPPED
+
+
 def test_a_named_pipe(tmp_path: Path, pairs) -> None:
     events = [labelled(n) for n in range(30)]
     fifo = tmp_path / "audit.fifo"
