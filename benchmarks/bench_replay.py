@@ -9,7 +9,8 @@ CPU time and peak memory from wait4):
 - replay, every rule: the same with the test rules under tests/rules/ too, still one read;
 - each of those on a copy of the file with one malformed line in the middle;
 - replay on an empty file: its start-up (pySigma loading and converting the rules);
-- replay from a pipe (`cat FILE | convert.py replay -`): the stream path, in blocks;
+- replay from a pipe (`cat FILE | convert.py replay -`) and of the file gzipped: the stream
+  path, in blocks;
 - (b) one hand-written DuckDB query with an explicit column list that does replay's job for
   the TokenRequest rule (each alert as a JSON line with its triage fields); (bL) the same with
   each alert's line number, as replay gives it (WITH ORDINALITY); (b1) the same condition,
@@ -26,9 +27,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gzip
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -380,6 +383,10 @@ def main() -> None:
         generate(clean, args.events)
     if not broken.exists():
         with_one_malformed_line(clean, broken)
+    packed = clean.with_name(clean.name + ".gz")
+    if not packed.exists():
+        with clean.open("rb") as source, gzip.open(packed, "wb", compresslevel=1) as out:
+            shutil.copyfileobj(source, out, 1 << 20)
     empty.write_text("")
     print(f"file: {clean.stat().st_size / args.events:,.0f} bytes/event, {args.events:,} events")
 
@@ -398,6 +405,7 @@ def main() -> None:
             str(clean),
             py,
         ],
+        "replay of the file gzipped (level 1)": [py, "convert.py", "replay", str(packed)],
         "(b) DuckDB, alert lines": [py, "-c", DUCKDB_ALERTS, str(clean)],
         "(b1) DuckDB, count only": [py, "-c", DUCKDB_COUNT, str(clean)],
         "(bL) DuckDB, alert lines with line numbers": [py, "-c", DUCKDB_ALERTS_LINES, str(clean)],
