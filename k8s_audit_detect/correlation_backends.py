@@ -226,15 +226,17 @@ class CorrelationContext:
 
 # ---------------------------------------------------------------------------------------------
 # DuckDB: what `convert.py replay` runs (the sqlite backend's own correlation SQL uses SQLite's
-# json_each, julianday and rowid and does not run on DuckDB).
+# json_each, julianday and rowid and does not run on DuckDB). An event whose time does not
+# parse is left out (a cast would fail the whole query; as Spark's to_timestamp does under
+# ANSI mode, Spark 4's and Databricks SQL's default).
 
 DUCKDB_EVENTS = """WITH matched AS (
 {search}
 ),
 events AS (
   SELECT {keys_select}, {value_select}sigma_rule,
-    CAST("requestReceivedTimestamp" AS TIMESTAMP) AS sigma_time, "auditID" AS sigma_event
-  FROM matched
+    TRY_CAST("requestReceivedTimestamp" AS TIMESTAMP) AS sigma_time, "auditID" AS sigma_event
+  FROM matched WHERE TRY_CAST("requestReceivedTimestamp" AS TIMESTAMP) IS NOT NULL
 ),"""
 # Once per group: the windows that met the condition, merged into one span; its events.
 DUCKDB_ALERTS = """fired AS (
@@ -645,15 +647,17 @@ class KustoCorrelationBackend(CorrelationContext, KustoBackend):
 
 # ---------------------------------------------------------------------------------------------
 # Spark SQL (Databricks): no correlation support in the stock backend. As DuckDB's, sliding
-# windows per group (Spark has no DISTINCT window aggregate: size(collect_set(...)) instead).
+# windows per group (Spark has no DISTINCT window aggregate: size(collect_set(...)) instead),
+# and an event whose time does not parse left out: try_to_timestamp (Databricks SQL and Runtime
+# 11.3 LTS and above, docs.databricks.com/sql/language-manual/functions/try_to_timestamp.html).
 
 SPARK_EVENTS = """WITH matched AS (
 {search}
 ),
 events AS (
   SELECT {keys_select}, {value_select}sigma_rule,
-    to_timestamp(requestReceivedTimestamp) AS sigma_time, auditID AS sigma_event
-  FROM matched
+    try_to_timestamp(requestReceivedTimestamp) AS sigma_time, auditID AS sigma_event
+  FROM matched WHERE try_to_timestamp(requestReceivedTimestamp) IS NOT NULL
 ),"""
 SPARK_ALERTS = """fired AS (
   SELECT {keys}, min(sigma_window_start) AS first_seen, max(sigma_time) AS last_seen,

@@ -125,7 +125,8 @@ NEWLINE_DELIMITED, ARRAY, UNSTRUCTURED = "newline_delimited", "array", "unstruct
 
 # Exit codes of `convert.py replay` (README: "Replay your own audit logs").
 EXIT_OK = 0  # every input read to the end, with or without alerts
-EXIT_SKIPPED = 1  # finished, but lines, batch items or the rest of a file were skipped (stderr)
+EXIT_SKIPPED = 1  # finished, but lines, batch items, the rest of a file or, for the correlations,
+# events without a valid time were skipped (stderr)
 EXIT_USAGE = 2  # bad usage or an input that cannot be opened: nothing was read
 EXIT_PIPE = 141  # stdout was closed (128 + SIGPIPE); the alerts until then were written
 EXIT_SIGNAL = 128  # + the signal (130 Ctrl-C, 143 SIGTERM); the alerts until then flushed
@@ -930,6 +931,7 @@ class Replayer:
         # the base rules' events: None before the first query, then the SELECT of those in
         # ROWS not yet copied into KEPT ("" if none)
         self.kept: str | None = None
+        self.untimed = 0  # of the events kept, those without a valid time
         self.connection = connection
         self.out = out
         self.err = err
@@ -1027,6 +1029,7 @@ class Replayer:
             f"{_plural(bad_lines, 'line')} skipped",
             *([f"{_plural(bad_items, 'batch item')} skipped"] if bad_items else []),
             *([f"{_plural(partial, 'file')} not read to the end"] if partial else []),
+            *([f"{_plural(self.untimed, 'event')} without a time"] if self.untimed else []),
             _plural(len(self.rules) + len(self.correlations), "rule"),
             _plural(sum(self.alerts) + sum(self.correlation_alerts), "alert"),
         ]
@@ -1034,7 +1037,7 @@ class Replayer:
 
     def exit_code(self) -> int:
         skipped = any(s.partial or s.tally.bad_records or s.tally.bad_items for s in self.states)
-        return EXIT_SKIPPED if skipped else EXIT_OK
+        return EXIT_SKIPPED if skipped or self.untimed else EXIT_OK
 
     # -- reading
 
@@ -1316,6 +1319,15 @@ class Replayer:
             return
         last = f" UNION ALL {self.kept}" if self.kept else ""
         self.connection.execute(f"CREATE TEMP VIEW {VIEW} AS SELECT * FROM {KEPT}{last}")
+        (self.untimed,) = self.connection.execute(
+            f"SELECT count(*) FROM {VIEW} WHERE "
+            'TRY_CAST("requestReceivedTimestamp" AS TIMESTAMP) IS NULL'
+        ).fetchone()
+        if self.untimed:
+            self.warn(
+                f"{_plural(self.untimed, 'event')} that the correlations' base rules match "
+                "without a valid requestReceivedTimestamp: the correlations leave them out"
+            )
         ids = {str(rule.id): n for n, (rule, _) in enumerate(self.correlations)}
         for rule_id, alert in correlate_table(self.connection, self.correlations):
             self.correlation_alerts[ids[rule_id]] += 1

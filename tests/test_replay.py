@@ -886,6 +886,48 @@ def test_correlations_come_from_the_same_single_read(tmp_path: Path, monkeypatch
     assert code == 0
 
 
+def test_events_without_a_valid_time_are_left_out_of_the_correlations_and_said(
+    tmp_path: Path,
+) -> None:
+    """A burst of token requests, two of them with a requestReceivedTimestamp that does not
+    parse: the burst still alerts, without those two; stderr says how many were left out,
+    the summary counts them, and the exit code says something was skipped. On main the
+    correlations' query failed with a traceback."""
+    from k8s_audit_detect.cli import load_rules, replay_queries
+
+    shipped = replay_queries(load_rules([]))
+    attack = json.loads((EVENTS / "match_human_user_kubectl_create_token.json").read_text())
+    burst = [
+        dict(
+            attack,
+            auditID=f"burst-{n}",
+            requestURI=f"/api/v1/namespaces/prod/serviceaccounts/sa-{n}/token",
+            responseStatus={"code": 201},
+        )
+        for n in range(5)
+    ]
+    burst[3]["requestReceivedTimestamp"] = "2026-11-31T09:00:00.000000Z"
+    burst[4]["requestReceivedTimestamp"] = "at nine"
+    log = tmp_path / "audit.jsonl"
+    log.write_text("".join(json.dumps(e) + "\n" for e in burst))
+    out, err = io.StringIO(), io.StringIO()
+    code = replay.run_replay(
+        [str(log)], shipped.rules, out, err, "json", shipped.correlations, shipped.base_queries
+    )
+    alerts = [json.loads(x) for x in out.getvalue().split("\n") if x]
+    (group,) = [a for a in alerts if a.get("correlation") == "value_count"]
+    assert [e["auditID"] for e in group["events"]] == ["burst-0", "burst-1", "burst-2"]
+    assert len([a for a in alerts if "correlation" not in a]) == 5  # the plain rule: all five
+    lines = err.getvalue().splitlines()
+    assert (
+        "replay: 2 events that the correlations' base rules match without a valid "
+        "requestReceivedTimestamp: the correlations leave them out" in lines
+    )
+    assert "2 events without a time" in lines[-1]
+    assert code == replay.EXIT_SKIPPED
+    no_traceback(err.getvalue())
+
+
 def test_each_alert_is_at_its_own_line_when_duckdb_reads_on_many_threads(
     tmp_path: Path, pairs, monkeypatch
 ) -> None:

@@ -5,8 +5,8 @@ WITH matched AS (
 ),
 events AS (
   SELECT user.username AS user_username, sigma_rule,
-    to_timestamp(requestReceivedTimestamp) AS sigma_time, auditID AS sigma_event
-  FROM matched
+    try_to_timestamp(requestReceivedTimestamp) AS sigma_time, auditID AS sigma_event
+  FROM matched WHERE try_to_timestamp(requestReceivedTimestamp) IS NOT NULL
 ),
 chain1 AS (
   SELECT *, CASE WHEN sigma_rule = 'kubernetes_serviceaccount_token_request_denied' THEN sigma_time END AS sigma_start1

@@ -5,8 +5,8 @@ WITH matched AS (
 ),
 events AS (
   SELECT credential_id AS credential_id, sigma_rule,
-    to_timestamp(requestReceivedTimestamp) AS sigma_time, auditID AS sigma_event
-  FROM matched
+    try_to_timestamp(requestReceivedTimestamp) AS sigma_time, auditID AS sigma_event
+  FROM matched WHERE try_to_timestamp(requestReceivedTimestamp) IS NOT NULL
 ),
 chain1 AS (
   SELECT *, CASE WHEN sigma_rule = 'kubernetes_serviceaccount_token_minted' THEN sigma_time END AS sigma_start1
