@@ -824,6 +824,21 @@ def test_each_alert_is_at_its_own_line(tmp_path: Path, pairs) -> None:
     assert code == 0, err
 
 
+def token_mints(count: int, accounts: int) -> list[dict[str, Any]]:
+    """`count` granted token requests by one person (auditIDs burst-0...), for `accounts`
+    service accounts in turn."""
+    attack = json.loads((EVENTS / "match_human_user_kubectl_create_token.json").read_text())
+    return [
+        dict(
+            attack,
+            auditID=f"burst-{n}",
+            requestURI=f"/api/v1/namespaces/prod/serviceaccounts/sa-{n % accounts}/token",
+            responseStatus={"code": 201},
+        )
+        for n in range(count)
+    ]
+
+
 def test_correlations_come_from_the_same_single_read(tmp_path: Path, monkeypatch) -> None:
     """The shipped correlation rules run over the events their base rules match, kept as the
     one read of each input goes (main read every file once more for them): two files, two
@@ -835,15 +850,7 @@ def test_correlations_come_from_the_same_single_read(tmp_path: Path, monkeypatch
     plain, correlated, base_queries = shipped.rules, shipped.correlations, shipped.base_queries
     assert correlated, "the repository ships correlation rules"
     attack = json.loads((EVENTS / "match_human_user_kubectl_create_token.json").read_text())
-    burst = [
-        dict(
-            attack,
-            auditID=f"burst-{n}",
-            requestURI=f"/api/v1/namespaces/prod/serviceaccounts/sa-{n % 6}/token",
-            responseStatus={"code": 201},
-        )
-        for n in range(60)
-    ]
+    burst = token_mints(60, accounts=6)
     token = "JTI=0d5bd0a5-4b8e-4d43-9c1e-2b7f1c3a6e58"
     burst[0]["annotations"] = attack["annotations"] | {
         "authentication.kubernetes.io/issued-credential-id": token
@@ -896,16 +903,7 @@ def test_events_without_a_valid_time_are_left_out_of_the_correlations_and_said(
     from k8s_audit_detect.cli import load_rules, replay_queries
 
     shipped = replay_queries(load_rules([]))
-    attack = json.loads((EVENTS / "match_human_user_kubectl_create_token.json").read_text())
-    burst = [
-        dict(
-            attack,
-            auditID=f"burst-{n}",
-            requestURI=f"/api/v1/namespaces/prod/serviceaccounts/sa-{n}/token",
-            responseStatus={"code": 201},
-        )
-        for n in range(5)
-    ]
+    burst = token_mints(5, accounts=5)
     burst[3]["requestReceivedTimestamp"] = "2026-11-31T09:00:00.000000Z"
     burst[4]["requestReceivedTimestamp"] = "at nine"
     log = tmp_path / "audit.jsonl"
