@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import gzip
 import io
 import json
@@ -1141,8 +1142,12 @@ class Replayer:
                     self.document(state, spool.fileno())
                 return
             line = 0
-            blocks = line_blocks(readinto, ready, head, self.placeholder)
-            for fd in _written_ahead(blocks):
+            # a pipe's read can wait for ever; a file's ends soon after the run stops
+            wait = None if stat.S_ISREG(os.fstat(reader.fd).st_mode) else STREAM_WAIT
+            blocks = functools.partial(
+                line_blocks, ready=ready, head=head, placeholder=self.placeholder
+            )
+            for fd in _written_ahead(blocks, readinto, wait):
 
                 def cursor(fd: int = fd, first: int = line) -> LineCursor:
                     return LineCursor(FdReader(fd, offset=0).readinto, self.placeholder, first)
@@ -1507,12 +1512,20 @@ def _refill_memory_file(fd: int, data: bytes | bytearray, length: int) -> None:
     os.ftruncate(fd, length)
 
 
-def _written_ahead(blocks: Iterator[tuple[bytes | bytearray, int]]) -> Iterator[int]:
-    """Each block in an in-memory file (one of two, their memory used again), as a file
-    descriptor good until the next is asked for. A thread of its own reads and writes the
-    next block while the one before is evaluated (reading, a gzip stream's decompression
-    above all, overlaps DuckDB's work); what it raises is raised here, after the blocks
-    before it. The files are closed by whichever of the two ends last."""
+def _written_ahead(
+    blocks: Callable[[Callable[[memoryview], int]], Iterator[tuple[bytes | bytearray, int]]],
+    readinto: Callable[[memoryview], int],
+    wait: float | None,
+) -> Iterator[int]:
+    """The blocks of an input (`blocks(readinto)`: line_blocks reading with readinto) each in an
+    in-memory file (one of two, their memory used again), as a file descriptor good until the
+    next is asked for. A thread of its own reads and writes the next block while the one
+    before is evaluated (reading, a gzip stream's decompression above all, overlaps DuckDB's
+    work); what it raises is raised here, after the blocks before it. Once the run stops
+    early, the thread starts no other read, and the run waits for the read under way (at most
+    `wait` seconds, for a pipe that may never send more), so that the input's descriptor,
+    closed after, is never read again under the number of a file opened next. The files are
+    closed by whichever of the two ends last."""
     fds = [_memory_file(b""), _memory_file(b"")]
     free: queue.Queue[int] = queue.Queue()  # files the reader may write into
     for fd in fds:
@@ -1526,9 +1539,12 @@ def _written_ahead(blocks: Iterator[tuple[bytes | bytearray, int]]) -> Iterator[
             while fds:
                 os.close(fds.pop())
 
+    def read_unless_stopped(view: memoryview) -> int:
+        return 0 if stop.is_set() else readinto(view)
+
     def write_ahead() -> None:
         try:
-            for block, length in blocks:
+            for block, length in blocks(read_unless_stopped):
                 fd = free.get()
                 if stop.is_set():
                     return
@@ -1552,7 +1568,7 @@ def _written_ahead(blocks: Iterator[tuple[bytes | bytearray, int]]) -> Iterator[
     finally:
         stop.set()
         free.put(-1)  # a reader waiting for a file: stop
-        thread.join(0.1)  # one still reading a stream closes the files when it ends
+        thread.join(wait)
         if not thread.is_alive():
             close()
 

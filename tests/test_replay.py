@@ -264,6 +264,45 @@ def test_a_stream_leaves_no_thread_or_file_behind(tmp_path: Path, pairs) -> None
     assert code == replay.EXIT_SKIPPED
 
 
+def test_a_stream_stopped_early_takes_nothing_from_the_next_input(
+    tmp_path: Path, pairs, monkeypatch
+) -> None:
+    """DuckDB runs out of memory on the first block of a gzip file while the read-ahead
+    thread is reading on: replay says so and goes on with the next file, every alert of which
+    is found. (A thread still reading the first file's descriptor after replay closed it would
+    read the next file, opened under the same number, and take its lines.)"""
+    import duckdb
+
+    events = [labelled(n) for n in range(6000)]
+    data = gzip.compress(b"".join(line(e) + b"\n" for e, _ in events), compresslevel=0)
+    first, second = tmp_path / "first.log.gz", tmp_path / "second.log.gz"
+    first.write_bytes(data)
+    second.write_bytes(data)
+    monkeypatch.setattr(replay, "CHUNK", 2 << 20)  # blocks of two reads of the file (1 MiB)
+    lines, read = replay.Replayer.lines, replay.FdReader.__call__
+    reads = []
+
+    def slow_after_the_first_read(self, size):  # the thread is reading when DuckDB fails
+        reads.append(size)
+        if len(reads) > 1 and os.path.samefile(f"/proc/self/fd/{self.fd}", first):
+            time.sleep(0.3)
+        return read(self, size)
+
+    monkeypatch.setattr(replay.FdReader, "__call__", slow_after_the_first_read)
+
+    def out_of_memory_in_the_first_file(self, state, source, cursor):
+        if state.name == str(first):
+            raise duckdb.OutOfMemoryException("out of memory (test)")
+        return lines(self, state, source, cursor)
+
+    monkeypatch.setattr(replay.Replayer, "lines", out_of_memory_in_the_first_file)
+    code, alerts, err = replay_in_process([str(first), str(second)], pairs)
+    assert [a["auditID"] for a in alerts] == [e["auditID"] for e, alerting in events if alerting]
+    assert all(a["file"] == str(second) for a in alerts)
+    assert f"{first}: DuckDB ran out of memory" in err
+    assert code == replay.EXIT_SKIPPED
+
+
 def test_a_named_pipe(tmp_path: Path, pairs) -> None:
     events = [labelled(n) for n in range(30)]
     fifo = tmp_path / "audit.fifo"
