@@ -202,48 +202,46 @@ EVERY_RULE_SQL = (
 import duckdb
 from k8s_audit_detect import replay
 rules = replay.compile_rules(pairs, duckdb.connect())
+
+
+def reading(fields, numbered=False):  # the events, fields flattened as replay names them
+    columns = replay.json_columns(fields)
+    read = ", ".join(f"'{n}': '{t}'" for n, t in columns.items())
+    view = ", ".join(f'{replay.column_expression(f, columns)} AS "{f}"' for f in fields)
+    line = "ordinality AS line, " if numbered else ""
+    return (
+        f"SELECT {line}{view} FROM read_json('{sys.argv[1]}', format = 'newline_delimited', "
+        f"columns = {{{read}}})" + (" WITH ORDINALITY" if numbered else "")
+    )
+
+
 fields = list(dict.fromkeys(f for rule in rules for f in rule.fields))
-columns = replay.json_columns(fields)
-read = ", ".join(f"'{n}': '{t}'" for n, t in columns.items())
-view = ", ".join(f'{replay.column_expression(f, columns)} AS "{f}"' for f in fields)
 where = " OR ".join(f"({rule.condition})" for rule in rules)
 Path(sys.argv[2]).write_text(
-    f"SELECT to_json(k8s_audit) FROM (SELECT {view} FROM read_json('{sys.argv[1]}', "
-    f"format = 'newline_delimited', columns = {{{read}}})) AS k8s_audit WHERE {where}"
+    f"SELECT to_json(k8s_audit) FROM ({reading(fields)}) AS k8s_audit WHERE {where}"
 )
 # (bC) the whole job of replay with every rule: each rule's alerts and each correlation's
 # groups, the file read once into a materialized CTE of the events any rule or base rule
-# matches (named as the view the correlation queries read)
+# matches (named as the view the correlation queries read); (bCL) the same with each rule
+# alert's line, numbered as (bL) numbers them
 from k8s_audit_detect.correlate import fields_read
 
 base = [replay.rule_condition(query, duckdb.connect()) for query in base_queries]
 fields = list(dict.fromkeys([*fields, *(f for r, _ in correlated for f in fields_read(r))]))
-columns = replay.json_columns(fields)
-read = ", ".join(f"'{n}': '{t}'" for n, t in columns.items())
-view = ", ".join(f'{replay.column_expression(f, columns)} AS "{f}"' for f in fields)
 where = " OR ".join(f"({condition})" for condition in [*(r.condition for r in rules), *base])
-alerts = [
-    "SELECT to_json(struct_pack("
-    + ", ".join(f'"{f}" := "{f}"' for f in rule.fields)
-    + f")) FROM k8s_audit WHERE {rule.condition}"
-    for rule in rules
-]
-alerts += [f"SELECT to_json(alert) FROM ({query}) AS alert" for _, query in correlated]
-Path(sys.argv[3]).write_text(
-    f"WITH k8s_audit AS MATERIALIZED (SELECT * FROM (SELECT {view} FROM read_json("
-    f"'{sys.argv[1]}', format = 'newline_delimited', columns = {{{read}}})) WHERE {where})\\n"
-    + "\\nUNION ALL\\n".join(alerts)
-)
-# (bCL) the same with each rule alert's line, numbered as (bL) numbers them
-Path(sys.argv[4]).write_text(
-    f"WITH k8s_audit AS MATERIALIZED (SELECT * FROM (SELECT ordinality AS line, {view} FROM "
-    f"read_json('{sys.argv[1]}', format = 'newline_delimited', columns = {{{read}}}) "
-    f"WITH ORDINALITY) WHERE {where})\\n"
-    + "\\nUNION ALL\\n".join(
-        [a.replace("pack(", "pack(line := line, ", 1) for a in alerts[: len(rules)]]
-        + alerts[len(rules) :]
+correlations = [f"SELECT to_json(alert) FROM ({query}) AS alert" for _, query in correlated]
+for numbered, path in ((False, sys.argv[3]), (True, sys.argv[4])):
+    line = "line := line, " if numbered else ""
+    alerts = [
+        f"SELECT to_json(struct_pack({line}"
+        + ", ".join(f'"{f}" := "{f}"' for f in rule.fields)
+        + f")) FROM k8s_audit WHERE {rule.condition}"
+        for rule in rules
+    ]
+    Path(path).write_text(
+        f"WITH k8s_audit AS MATERIALIZED (SELECT * FROM ({reading(fields, numbered)}) "
+        f"WHERE {where})\\n" + "\\nUNION ALL\\n".join(alerts + correlations)
     )
-)
 """
 )
 

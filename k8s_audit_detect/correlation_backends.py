@@ -230,13 +230,14 @@ class CorrelationContext:
 # parse is left out (a cast would fail the whole query; as Spark's to_timestamp does under
 # ANSI mode, Spark 4's and Databricks SQL's default).
 
-DUCKDB_EVENTS = """WITH matched AS (
-{search}
+DUCKDB_EVENT_TIME = 'TRY_CAST("requestReceivedTimestamp" AS TIMESTAMP)'  # replay counts NULLs
+DUCKDB_EVENTS = f"""WITH matched AS (
+{{search}}
 ),
 events AS (
-  SELECT {keys_select}, {value_select}sigma_rule,
-    TRY_CAST("requestReceivedTimestamp" AS TIMESTAMP) AS sigma_time, "auditID" AS sigma_event
-  FROM matched WHERE TRY_CAST("requestReceivedTimestamp" AS TIMESTAMP) IS NOT NULL
+  SELECT {{keys_select}}, {{value_select}}sigma_rule,
+    {DUCKDB_EVENT_TIME} AS sigma_time, "auditID" AS sigma_event
+  FROM matched WHERE {DUCKDB_EVENT_TIME} IS NOT NULL
 ),"""
 # Once per group: the windows that met the condition, merged into one span; its events.
 DUCKDB_ALERTS = """fired AS (
@@ -651,13 +652,14 @@ class KustoCorrelationBackend(CorrelationContext, KustoBackend):
 # and an event whose time does not parse left out: try_to_timestamp (Databricks SQL and Runtime
 # 11.3 LTS and above, docs.databricks.com/sql/language-manual/functions/try_to_timestamp.html).
 
-SPARK_EVENTS = """WITH matched AS (
-{search}
+SPARK_EVENT_TIME = "try_to_timestamp(requestReceivedTimestamp)"
+SPARK_EVENTS = f"""WITH matched AS (
+{{search}}
 ),
 events AS (
-  SELECT {keys_select}, {value_select}sigma_rule,
-    try_to_timestamp(requestReceivedTimestamp) AS sigma_time, auditID AS sigma_event
-  FROM matched WHERE try_to_timestamp(requestReceivedTimestamp) IS NOT NULL
+  SELECT {{keys_select}}, {{value_select}}sigma_rule,
+    {SPARK_EVENT_TIME} AS sigma_time, auditID AS sigma_event
+  FROM matched WHERE {SPARK_EVENT_TIME} IS NOT NULL
 ),"""
 SPARK_ALERTS = """fired AS (
   SELECT {keys}, min(sigma_window_start) AS first_seen, max(sigma_time) AS last_seen,

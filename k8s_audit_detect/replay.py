@@ -274,8 +274,8 @@ def compile_rules(pairs: list[tuple[SigmaRule, str]], connection: Any) -> list[R
 class Plan:
     """The one query that evaluates every rule over an input, its result kept in the table
     `ROWS`. With correlation rules, it also marks the events their base rules match (`base`:
-    conditions) and carries the fields the correlations read (`keep`), for the table the
-    correlations then run over.
+    conditions) and carries the fields the correlations read (`keep`), which the correlations
+    then read (Replayer.keep).
 
     Records are numbered in one of two ways. Lines (no batch seen): DuckDB reads the input on
     every thread, and the table holds one row per record in input order, so that a row's
@@ -1319,14 +1319,14 @@ class Replayer:
         """Each correlation rule over the events of every input that its base rules match: one
         alert per correlated group (its key, when it started and ended, its events)."""
         from k8s_audit_detect.correlate import correlate_table
+        from k8s_audit_detect.correlation_backends import DUCKDB_EVENT_TIME
 
         if self.kept is None:
             return
         last = f" UNION ALL {self.kept}" if self.kept else ""
         self.connection.execute(f"CREATE TEMP VIEW {VIEW} AS SELECT * FROM {KEPT}{last}")
         (self.untimed,) = self.connection.execute(
-            f"SELECT count(*) FROM {VIEW} WHERE "
-            'TRY_CAST("requestReceivedTimestamp" AS TIMESTAMP) IS NULL'
+            f"SELECT count(*) FROM {VIEW} WHERE {DUCKDB_EVENT_TIME} IS NULL"
         ).fetchone()
         if self.untimed:
             self.warn(
@@ -1503,7 +1503,7 @@ def _memory_file(data: bytes) -> int:
 def _refill_memory_file(fd: int, data: bytes | bytearray, length: int) -> None:
     """The in-memory file holds data's first `length` bytes now: written over from the start,
     then cut to that length (its pages are used again, not freed and faulted in anew for each
-    block). No view of data outlives the call (its buffer is resized after)."""
+    block). No view of data outlives the call."""
     offset = 0
     with memoryview(data) as view:
         while offset < length:
