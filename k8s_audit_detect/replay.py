@@ -469,7 +469,9 @@ def compression_refused(name: str, magic: bytes) -> str | None:
 def sniff(head: bytes) -> str:
     """How the input holds its events: one JSON value per line, one array, or JSON values
     spread over lines (pretty-printed). A first line that is JSON means lines, unless it is
-    an array and all there is; one that is not JSON, nor the start of a value, means lines."""
+    an array and all there is; one that is not JSON, nor the start of a value, means lines.
+    An array is of events: `[` then `{` or `]`. A log copied from the middle of a line (`tail
+    -c`, a rotation) can start with `[` too, inside an event: see `_cut_into`."""
     text = head.removeprefix(BOM).lstrip(WHITESPACE)
     first, _, rest = text.partition(b"\n")
     try:
@@ -480,13 +482,33 @@ def sniff(head: bytes) -> str:
         alone = isinstance(value, list) and not rest.strip(WHITESPACE)
         return ARRAY if alone else NEWLINE_DELIMITED
     if text.startswith(b"["):
-        return ARRAY
+        of_events = text[1:].lstrip(WHITESPACE)[:1] in (b"{", b"]", b"")
+        return ARRAY if of_events and not _cut_into(first, rest) else NEWLINE_DELIMITED
     try:
         decoded = text.decode("utf-8")
         _, end = json.JSONDecoder().raw_decode(decoded)
     except ValueError:
         return NEWLINE_DELIMITED
     return UNSTRUCTURED if "\n" in decoded[:end] else NEWLINE_DELIMITED
+
+
+def _cut_into(first: bytes, rest: bytes) -> bool:
+    """Whether a first line that is not JSON is the end of an event whose start was cut off
+    (it ends as an event does, with `}`) and the next line that is not blank is an event
+    object of its own. An array's first line never ends so: it is `[`, or it ends inside its
+    first element or with the comma after it."""
+    if not first.rstrip(WHITESPACE).endswith(b"}"):
+        return False
+    pos = 0
+    while (end := rest.find(b"\n", pos)) >= 0:  # whole lines of the head only
+        following = rest[pos:end]
+        pos = end + 1
+        if following.strip(WHITESPACE):
+            try:
+                return isinstance(json.loads(following), dict)
+            except ValueError:
+                return False
+    return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -677,12 +699,14 @@ def what_is_wrong(line: bytes, placeholder: bytes) -> str:
     return "a JSON object without any audit Event field the rules read (not an audit Event)"
 
 
-def locate_document_error(fd: int, fmt: str) -> str:
+def document_error(fd: int, fmt: str) -> tuple[str, bytes]:
     """Where a JSON array or pretty-printed file stops being JSON, as `line L, column C:
-    what` (files up to 256 MiB are searched)."""
+    what`, and the document's whole values before that point, as a document of their own (an
+    array's elements closed with `]`; empty if there are none). Files up to 256 MiB are
+    searched."""
     size = os.fstat(fd).st_size
     if size > 256 * 2**20:
-        return "not valid JSON (where, in a file this large, is not located)"
+        return "not valid JSON (where, in a file this large, is not located)", b""
     parts: list[bytes] = []
     offset = 0
     while chunk := os.pread(fd, CHUNK, offset):
@@ -694,20 +718,56 @@ def locate_document_error(fd: int, fmt: str) -> str:
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
-        return f"line {line}, column {column}: not valid UTF-8 (byte 0x{data[error.start]:02x})"
+        where = f"line {line}, column {column}: not valid UTF-8 (byte 0x{data[error.start]:02x})"
+        text = data[: error.start].decode("utf-8-sig")
+        end, _ = _walk_document(text, fmt)
+        return where, _whole_values(text, fmt, end)
+    end, fault = _walk_document(text, fmt)
+    if fault is None:
+        return "not readable as JSON", b""
+    where = f"line {fault.lineno}, column {fault.colno}: malformed JSON ({fault.msg})"
+    return where, _whole_values(text, fmt, end)
+
+
+def _walk_document(text: str, fmt: str) -> tuple[int, json.JSONDecodeError | None]:
+    """How far `text` holds whole values (the index after the last one: an array's elements,
+    or values one after another), and the fault that stops them (None: the whole text)."""
+    decoder, pos, last = json.JSONDecoder(), 0, 0
+
+    def skip(pos: int) -> int:
+        while pos < len(text) and text[pos] in " \t\r\n":
+            pos += 1
+        return pos
+
+    def expect(what: str, pos: int) -> int:
+        if text[pos : pos + 1] != what:
+            raise json.JSONDecodeError(f"Expecting '{what}'", text, pos)
+        return skip(pos + 1)
+
     try:
-        if fmt == ARRAY:
-            json.loads(text)
-        else:
-            decoder, pos = json.JSONDecoder(), 0
-            while pos < len(text):
-                while pos < len(text) and text[pos] in " \t\r\n":
-                    pos += 1
-                if pos < len(text):
-                    _, pos = decoder.raw_decode(text, pos)
-    except json.JSONDecodeError as error:
-        return f"line {error.lineno}, column {error.colno}: malformed JSON ({error.msg})"
-    return "not readable as JSON"
+        if fmt != ARRAY:
+            while (pos := skip(pos)) < len(text):
+                _, pos = decoder.raw_decode(text, pos)
+                last = pos
+            return last, None
+        pos = expect("[", skip(0))
+        while text[pos : pos + 1] != "]":
+            if last:
+                pos = expect(",", pos)
+            _, pos = decoder.raw_decode(text, pos)
+            last, pos = pos, skip(pos)
+        if (pos := skip(pos + 1)) < len(text):
+            raise json.JSONDecodeError("Extra data", text, pos)
+        return len(text), None
+    except json.JSONDecodeError as fault:
+        return last, fault
+
+
+def _whole_values(text: str, fmt: str, end: int) -> bytes:
+    """The whole values of a document that end at `end`, as a document (b"" if none)."""
+    if not end:
+        return b""
+    return (text[:end] + ("]" if fmt == ARRAY else "")).encode()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -791,7 +851,9 @@ def line_blocks(
     straight into one buffer, allocated once (a buffer grown and cut for every block had its
     memory faulted in anew each time: 1 s of a 1.7 GB stream). A slow stream's complete lines
     wait at most STREAM_WAIT. A line longer than MAX_OBJECT is replaced by a placeholder line
-    holding its length, never held whole."""
+    holding its length, never held whole. If the input breaks off (a read error, gzip data
+    corrupt or cut short), the complete lines read before it come as a last block, then the
+    error is raised."""
     buffer = bytearray(max(CHUNK, len(head)) + MAX_OBJECT + 2 * READ + len(placeholder) + 64)
     view = memoryview(buffer)
     end = len(head)  # bytes of input in buffer
@@ -799,6 +861,7 @@ def line_blocks(
     line_start = buffer.rfind(b"\n", 0, end) + 1  # where the partial last line starts
     oversized: int | None = None  # length so far of a long line being passed through
     eof = False
+    broken: Exception | None = None  # what ended the input early
     try:
         while not eof:
             started = time.monotonic()
@@ -806,7 +869,11 @@ def line_blocks(
                 waited = time.monotonic() - started
                 if line_start and (waited >= STREAM_WAIT or not ready(STREAM_WAIT - waited)):
                     break
-                count = readinto(view[end : end + READ])
+                try:
+                    count = readinto(view[end : end + READ])
+                except (OSError, EOFError, zlib.error) as error:  # gzip's BadGzipFile: OSError
+                    broken, eof = error, True
+                    break
                 if not count:
                     eof = True
                     break
@@ -825,16 +892,18 @@ def line_blocks(
                 end += count
                 if end - line_start > MAX_OBJECT:  # a partial line already too long
                     oversized, end = end - line_start, line_start
-            if eof and oversized is not None:
+            if eof and oversized is not None and broken is None:
                 stand_in = placeholder + b'%d"' % oversized
                 view[end : end + len(stand_in)] = stand_in
                 end += len(stand_in)
-            cut = end if eof else line_start
+            cut = end if eof and broken is None else line_start  # a line broken off: not read
             if cut:
                 replaced = _replace_long_lines(buffer, cut, placeholder)
                 yield (buffer, cut) if replaced is None else (replaced, len(replaced))
                 view[: end - cut] = view[cut:end]  # the partial last line, to the front
                 end, line_start = end - cut, 0
+        if broken is not None:
+            raise broken
     finally:
         view.release()
 
@@ -1025,7 +1094,7 @@ class Replayer:
         partial = sum(s.partial for s in self.states)
         parts = [
             _plural(len(self.states), "file"),
-            f"{sum(t.events for t in tallies):,} events read",
+            f"{_plural(sum(t.events for t in tallies), 'event')} read",
             f"{_plural(bad_lines, 'line')} skipped",
             *([f"{_plural(bad_items, 'batch item')} skipped"] if bad_items else []),
             *([f"{_plural(partial, 'file')} not read to the end"] if partial else []),
@@ -1235,23 +1304,35 @@ class Replayer:
 
     def document(self, state: State, fd: int) -> None:
         """A JSON array or pretty-printed events: DuckDB reads the whole document; its values
-        are records numbered from 0, an EventList's items read one by one."""
+        are records numbered from 0, an EventList's items read one by one. A document that
+        stops being JSON is read up to there: its whole values before that point."""
         import duckdb
 
-        sql = self.plan.sql(self.sources(_fd_path(fd), state.fmt), state.fmt, True, 0)
         try:
-            for row in self._rows(sql):
-                rec, kind = row[0], row[3]
-                if kind == self.token:
-                    state.tally.records += rec - 1
-                    break
-                self.row(state, "record", rec - 1, row, None)
-            self.keep(by_rowid=False)
-        except duckdb.InvalidInputException:
+            self.document_rows(state, fd)
+        except duckdb.InvalidInputException:  # not JSON from some point on: read up to there
             state.partial = True
-            state.tally.records += state.written[0] + 1  # those before the error
-            where = locate_document_error(fd, state.fmt)
+            where, before = document_error(fd, state.fmt)
+            if before:
+                whole = _memory_file(before)
+                try:
+                    self.document_rows(state, whole)
+                except duckdb.InvalidInputException:  # DuckDB's reader refused them too
+                    pass
+                finally:
+                    os.close(whole)
             self.warn(f"{state.name}: {where}; the rest of the file was not read")
+
+    def document_rows(self, state: State, fd: int) -> None:
+        """The rows of one JSON document, read whole by DuckDB (nothing if it is not JSON)."""
+        sql = self.plan.sql(self.sources(_fd_path(fd), state.fmt), state.fmt, True, 0)
+        for row in self._rows(sql):
+            rec, kind = row[0], row[3]
+            if kind == self.token:
+                state.tally.records += rec - 1
+                break
+            self.row(state, "record", rec - 1, row, None)
+        self.keep(by_rowid=False)
 
     def row(
         self,

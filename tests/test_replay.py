@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -240,6 +241,27 @@ def test_gzip_from_stdin_and_a_gzip_cut_short(tmp_path: Path) -> None:
     no_traceback(result.stderr)
 
 
+@pytest.mark.parametrize("damage", ["cut short", "trailing garbage"])
+def test_a_broken_gzip_loses_no_whole_line_before_the_break(tmp_path: Path, pairs, damage):
+    """What `gzip -dc` recovers of a gzip file that breaks off, every whole line of it, is
+    evaluated, then the break is said. On main, the lines read into the block under way were
+    lost with it: every line of a file under 64 MiB."""
+    events = [labelled(n) for n in range(300)]
+    packed = gzip.compress(b"".join(line(e) + b"\n" for e, _ in events))
+    broken = packed[: len(packed) // 2] if damage == "cut short" else packed + b"garbage"
+    path = tmp_path / "audit.log.gz"
+    path.write_bytes(broken)
+    recovered = zlib.decompressobj(31).decompress(broken)  # the reference: zlib, not gzip
+    whole = recovered.count(b"\n")
+    assert 0 < whole < 300 if damage == "cut short" else whole == 300
+    code, alerts, err = replay_in_process([str(path)], pairs)
+    expected = [(e["auditID"], n) for n, (e, a) in enumerate(events[:whole], 1) if a]
+    assert [(a["auditID"], a["line"]) for a in alerts] == expected
+    assert f"{whole:,} events read" in err.splitlines()[-1]
+    assert f"{path}: gzip data corrupt or cut short; the rest was not read" in err
+    assert code == replay.EXIT_SKIPPED
+
+
 def test_a_stream_leaves_no_thread_or_file_behind(tmp_path: Path, pairs) -> None:
     """A stream's next block is read and written ahead by a thread of its own into one of two
     in-memory files: once replay returns, whether the stream ended or broke off (a gzip cut
@@ -372,12 +394,15 @@ def test_a_bad_item_in_a_batch_costs_only_itself(tmp_path: Path, pairs) -> None:
     assert "1 batch item skipped" in err.splitlines()[-1]
 
 
-@pytest.mark.parametrize("shape", ["array", "pretty", "array-of-batches"])
+@pytest.mark.parametrize("shape", ["array", "array-one-a-line", "pretty", "array-of-batches"])
 def test_json_documents(tmp_path: Path, pairs, shape: str) -> None:
     events = [labelled(n) for n in range(12)]
     plain = [e for e, _ in events]
     if shape == "array":
         text, expected = json.dumps(plain, indent=2), [(n, None) for n in range(12)]
+    elif shape == "array-one-a-line":  # `[` and the first event on line 1: still an array
+        text = "[" + ",\n".join(json.dumps(e) for e in plain) + "]\n"
+        expected = [(n, None) for n in range(12)]
     elif shape == "pretty":
         text = "".join(json.dumps(e, indent=2) + "\n" for e in plain)
         expected = [(n, None) for n in range(12)]
@@ -406,16 +431,54 @@ def test_the_projects_own_pretty_printed_events(pairs) -> None:
     assert code == 0, err
 
 
-def test_a_broken_json_document_is_located_and_ends_only_that_file(tmp_path: Path, pairs):
-    events = [json.dumps(labelled(n)[0], indent=2) for n in range(4)]
+@pytest.mark.parametrize("shape", ["pretty", "array"])
+def test_a_broken_json_document_is_read_up_to_the_fault_and_ends_only_that_file(
+    tmp_path: Path, pairs, shape: str
+) -> None:
+    """The fault is located, the whole values before it are evaluated, the next file is read.
+    On main, a document that stopped being JSON gave no event at all."""
+    events = [labelled(n) for n in range(6)]
+    texts = [json.dumps(e, indent=2) for e, _ in events]
+    texts[3] = texts[3][:-10]  # the fourth value cut short: no longer JSON from there
+    text = "\n".join(texts) if shape == "pretty" else "[\n" + ",\n".join(texts) + "\n]"
     broken = tmp_path / "broken.json"
-    broken.write_text(events[0] + "\n" + events[1][:-10] + "\n" + events[2] + "\n")
+    broken.write_text(text + "\n")
     fine = tmp_path / "fine.jsonl"
     fine.write_text(json.dumps(labelled(0)[0]) + "\n")
     code, alerts, err = replay_in_process([str(broken), str(fine)], pairs)
+    expected = [(str(broken), n, e["auditID"]) for n, (e, a) in enumerate(events[:3]) if a]
+    assert expected, "the values before the fault must include one that alerts"
+    assert [(a["file"], a.get("record"), a["auditID"]) for a in alerts] == [
+        *expected,
+        (str(fine), None, labelled(0)[0]["auditID"]),
+    ]
     assert f"{broken}: line " in err and "malformed JSON" in err
     assert "the rest of the file was not read" in err
-    assert alerts[-1]["file"] == str(fine)
+    assert "4 events read" in err.splitlines()[-1]
+    assert code == replay.EXIT_SKIPPED
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        b"[2026-11-20T09:14:03Z] audit log start",
+        b'["system:authenticated"]},"sourceIPs":["10.0.1.57"],"userAgent":"kubectl"}',
+        b'[{"manager":"kube-controller-manager"}]}},"kind":"Event","stage":"ResponseComplete"}',
+    ],
+)
+def test_a_log_that_starts_inside_a_line_is_read_line_by_line(tmp_path: Path, pairs, first):
+    """A log copied from the middle of a line (`tail -c`, a rotation) can start with `[`. On
+    main that made it one JSON array, and the whole file was lost at its first line."""
+    events = [labelled(n) for n in range(40)]
+    path = tmp_path / "audit.log"
+    path.write_bytes(first + b"\n" + b"".join(line(e) + b"\n" for e, _ in events))
+    code, alerts, err = replay_in_process([str(path)], pairs)
+    expected = [(e["auditID"], n) for n, (e, a) in enumerate(events, 2) if a]
+    assert [(a["auditID"], a["line"]) for a in alerts] == expected
+    assert [x.split(": ", 2)[1] for x in err.splitlines() if x.endswith("(skipped)")] == [
+        f"{path}:1"
+    ]
+    assert "40 events read, 1 line skipped" in err.splitlines()[-1]
     assert code == replay.EXIT_SKIPPED
 
 
@@ -797,7 +860,8 @@ def test_lines_and_items_match_a_reference(tmp_path: Path, pairs, monkeypatch, h
     assert [(a["auditID"], a["line"], a.get("item")) for a in alerts] == expected
     reported = [int(x.split(":")[2]) for x in err.splitlines() if x.endswith("(skipped)")]
     assert reported == bad
-    assert f"{events:,} events read, {len(bad)} line" in err.splitlines()[-1]
+    read = f"{events:,} event{'' if events == 1 else 's'} read"
+    assert f"{read}, {len(bad)} line" in err.splitlines()[-1]
     assert code == (replay.EXIT_SKIPPED if bad else replay.EXIT_OK)
 
 
