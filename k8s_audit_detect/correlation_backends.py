@@ -228,16 +228,21 @@ class CorrelationContext:
 # DuckDB: what `convert.py replay` runs (the sqlite backend's own correlation SQL uses SQLite's
 # json_each, julianday and rowid and does not run on DuckDB). An event whose time does not
 # parse is left out (a cast would fail the whole query; as Spark's to_timestamp does under
-# ANSI mode, Spark 4's and Databricks SQL's default).
+# ANSI mode, Spark 4's and Databricks SQL's default). The time is read with its zone and made
+# UTC: a cast to TIMESTAMP drops a zone offset (`11:10+02:00` read as 11:10), one to
+# TIMESTAMPTZ keeps it. An event without a group-by value (or, counting values, without the
+# value) is in no group: left out (a NULL key would otherwise make a group of its own).
 
-DUCKDB_EVENT_TIME = 'TRY_CAST("requestReceivedTimestamp" AS TIMESTAMP)'  # replay counts NULLs
+DUCKDB_EVENT_TIME = (  # replay counts the NULLs
+    "timezone('UTC', TRY_CAST(\"requestReceivedTimestamp\" AS TIMESTAMPTZ))"
+)
 DUCKDB_EVENTS = f"""WITH matched AS (
 {{search}}
 ),
 events AS (
   SELECT {{keys_select}}, {{value_select}}sigma_rule,
     {DUCKDB_EVENT_TIME} AS sigma_time, "auditID" AS sigma_event
-  FROM matched WHERE {DUCKDB_EVENT_TIME} IS NOT NULL
+  FROM matched WHERE {DUCKDB_EVENT_TIME} IS NOT NULL{{present}}
 ),"""
 # Once per group: the windows that met the condition, merged into one span; its events.
 DUCKDB_ALERTS = """fired AS (
@@ -263,6 +268,14 @@ class SqlCorrelationTemplates(CorrelationContext):
     """What the DuckDB and Spark SQL correlation backends share: each base rule's finalized
     query as a subquery tagged with its rule, group-by columns as they are named, and the
     metric compared as `sigma_metric`. Each backend adds its aggregations and queries."""
+
+    def present(self, rule: SigmaCorrelationRule, counted: bool) -> str:
+        """The condition that an event has every group-by value (and, counting values, the
+        value), to add to the events' WHERE clause: an event without one is in no group."""
+        fields = [self.correlation_field(f) for f in rule.group_by]
+        if counted:
+            fields.append(self.correlation_context(rule)["value"])
+        return "".join(f" AND {field} IS NOT NULL" for field in fields)
 
     default_correlation_method: ClassVar[str] = "default"
     correlation_condition_mapping: ClassVar[dict[Any, str]] = {
@@ -377,6 +390,7 @@ class DuckDBCorrelationBackend(SqlCorrelationTemplates, sqliteBackend):
             "distinct_order": "e.sigma_value, " if counted else "",
             "key_join": " AND ".join(f"e.{k} IS NOT DISTINCT FROM fired.{k}" for k in keys),
             "chain": self.ordered_chain(rule, method),
+            "present": self.present(rule, counted),
         }
 
     def ordered_chain(self, rule: SigmaCorrelationRule, method: str) -> str:
@@ -659,7 +673,7 @@ SPARK_EVENTS = f"""WITH matched AS (
 events AS (
   SELECT {{keys_select}}, {{value_select}}sigma_rule,
     {SPARK_EVENT_TIME} AS sigma_time, auditID AS sigma_event
-  FROM matched WHERE {SPARK_EVENT_TIME} IS NOT NULL
+  FROM matched WHERE {SPARK_EVENT_TIME} IS NOT NULL{{present}}
 ),"""
 SPARK_ALERTS = """fired AS (
   SELECT {keys}, min(sigma_window_start) AS first_seen, max(sigma_time) AS last_seen,
@@ -752,6 +766,7 @@ class SparkCorrelationBackend(SqlCorrelationTemplates, DatabricksBackend):
             "key_join": " AND ".join(f"e.{k} <=> fired.{k}" for k in keys),
             "fired_keys": ", ".join(f"fired.{k}" for k in keys),
             "chain": DuckDBCorrelationBackend.ordered_chain(self, rule, method),  # type: ignore[arg-type]
+            "present": self.present(rule, counted),
         }
 
 

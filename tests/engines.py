@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import atexit
+import datetime
 import functools
 import glob
 import io
@@ -262,12 +263,24 @@ def run_kql_azurediagnostics(
 def azurediagnostics_results(query: str, events: Sequence[dict[str, Any]]) -> list[str]:
     """The auditID of every row the query returns, duplicates kept."""
     rows = [
-        [record["category"], record["properties"]["log"], record["time"]]
+        [record["category"], record["properties"]["log"], utc(record["time"])]
         for event in events
         for record in aks_diagnostic_records(event)
     ]
     columns = [("Category", "VARCHAR"), ("log_s", "VARCHAR"), ("TimeGenerated", "TIMESTAMP")]
     return _kql_rows(query, "tostring(event.auditID)", "AzureDiagnostics", columns, rows)
+
+
+def utc(timestamp: Any) -> Any:
+    """A time as Azure stores TimeGenerated, a UTC datetime (DuckDB's cast of a string to
+    TIMESTAMP would drop a zone offset); a string that is not a time is left as it is."""
+    try:
+        parsed = datetime.datetime.fromisoformat(timestamp)
+    except (TypeError, ValueError):
+        return timestamp
+    if parsed.tzinfo is None:
+        return parsed
+    return parsed.astimezone(datetime.UTC).replace(tzinfo=None)
 
 
 def _kql_hits(
@@ -399,7 +412,7 @@ def correlation_kql(table: str) -> CorrelationRunner:
         types = ["VARCHAR"] * len(AKS_AUDIT_STRINGS) + ["JSON"] * len(AKS_AUDIT_DYNAMICS)
         rows = [
             [row[n] if n in AKS_AUDIT_STRINGS else _json_or_null(row[n]) for n in names]
-            + [event["requestReceivedTimestamp"]]
+            + [utc(event["requestReceivedTimestamp"])]
             for event, row in ((event, aks_audit_row(event)) for event in events)
         ]
         columns = [*zip(names, types, strict=True), ("TimeGenerated", "TIMESTAMP")]
@@ -413,7 +426,7 @@ def correlation_azurediagnostics(
 ) -> list[dict[str, Any]]:
     """duckdb-kql over AzureDiagnostics rows of both audit categories."""
     rows = [
-        [record["category"], record["properties"]["log"], record["time"]]
+        [record["category"], record["properties"]["log"], utc(record["time"])]
         for event in events
         for record in aks_diagnostic_records(event)
     ]

@@ -996,6 +996,84 @@ def test_correlations_come_from_the_same_single_read(tmp_path: Path, monkeypatch
     assert code == 0
 
 
+def pod_token_uses(jti: str, addresses: list[list[str]]) -> list[dict[str, Any]]:
+    """A kubelet minting a pod's token (its address list first), then the pod's requests
+    with it, one a minute, each from the addresses given."""
+    minted = {
+        "kind": "Event",
+        "auditID": "mint",
+        "stage": "ResponseComplete",
+        "verb": "create",
+        "user": {"username": "system:node:ip-10-0-1-23"},
+        "objectRef": {"resource": "serviceaccounts", "subresource": "token", "name": "deploy"},
+        "responseStatus": {"code": 201},
+        "annotations": {"authentication.kubernetes.io/issued-credential-id": jti},
+        "sourceIPs": addresses[0],
+        "requestReceivedTimestamp": "2026-03-02T09:00:00.000000Z",
+    }
+    uses = [
+        {
+            "kind": "Event",
+            "auditID": f"use-{n}",
+            "stage": "ResponseComplete",
+            "verb": "get",
+            "user": {
+                "username": "system:serviceaccount:shop:deploy",
+                "extra": {
+                    "authentication.kubernetes.io/credential-id": [jti],
+                    "authentication.kubernetes.io/pod-name": ["deploy-1"],
+                },
+            },
+            "objectRef": {"resource": "configmaps"},
+            "responseStatus": {"code": 200},
+            "sourceIPs": ips,
+            "requestReceivedTimestamp": f"2026-03-02T09:0{n}:00.000000Z",
+        }
+        for n, ips in enumerate(addresses[1:], 1)
+    ]
+    return [minted, *uses]
+
+
+def correlation_alerts(tmp_path: Path, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from k8s_audit_detect.cli import load_rules, replay_queries
+
+    shipped = replay_queries(load_rules([]))
+    log = tmp_path / "audit.jsonl"
+    log.write_text("".join(json.dumps(e) + "\n" for e in events))
+    out, err = io.StringIO(), io.StringIO()
+    replay.run_replay(
+        [str(log)], shipped.rules, out, err, "json", shipped.correlations, shipped.base_queries
+    )
+    alerts = [json.loads(x) for x in out.getvalue().split("\n") if x]
+    return [a for a in alerts if "correlation" in a]
+
+
+def test_an_event_without_the_counted_value_is_not_one_of_the_values(tmp_path: Path) -> None:
+    """The kubelet's mint logged without an address, then the token used from three: three
+    addresses, and the events listed are the three uses. On main the mint was listed too,
+    with a null value, and the group's first_seen was its time."""
+    events = pod_token_uses("JTI=1a", [[], ["10.0.0.1"], ["10.0.0.2"], ["10.0.0.3"]])
+    (alert,) = correlation_alerts(tmp_path, events)
+    assert alert["group"] == {"credential_id": "JTI=1a"} and alert["value_count"] == 3
+    assert [e["auditID"] for e in alert["events"]] == ["use-1", "use-2", "use-3"]
+    assert alert["first_seen"] == "2026-03-02 09:01:00"
+
+
+def test_an_event_without_the_group_key_is_in_no_group(tmp_path: Path) -> None:
+    """Three tokens whose credential-id lists start with null, each used from its own
+    address: no token of them is used from three places. On main the three fell into one
+    group keyed null, which alerted."""
+    events = []
+    for n, address in enumerate(["10.0.0.1", "10.0.0.2", "10.0.0.3"]):
+        for event in pod_token_uses(f"JTI={n}", [[address], [address]]):
+            event["auditID"] += f"-{n}"
+            extra = event["user"].get("extra")
+            if extra:
+                extra["authentication.kubernetes.io/credential-id"] = [None, f"JTI={n}"]
+            events.append(event)
+    assert correlation_alerts(tmp_path, events) == []
+
+
 def test_events_without_a_valid_time_are_left_out_of_the_correlations_and_said(
     tmp_path: Path,
 ) -> None:

@@ -5,8 +5,8 @@ WITH matched AS (
 ),
 events AS (
   SELECT credential_id AS "credential_id", `sourceIPs`[-1] AS sigma_value, sigma_rule,
-    TRY_CAST("requestReceivedTimestamp" AS TIMESTAMP) AS sigma_time, "auditID" AS sigma_event
-  FROM matched WHERE TRY_CAST("requestReceivedTimestamp" AS TIMESTAMP) IS NOT NULL
+    timezone('UTC', TRY_CAST("requestReceivedTimestamp" AS TIMESTAMPTZ)) AS sigma_time, "auditID" AS sigma_event
+  FROM matched WHERE timezone('UTC', TRY_CAST("requestReceivedTimestamp" AS TIMESTAMPTZ)) IS NOT NULL AND credential_id IS NOT NULL AND `sourceIPs`[-1] IS NOT NULL
 ),
 windows AS (
   SELECT *, count(DISTINCT sigma_value) OVER (PARTITION BY "credential_id" ORDER BY sigma_time RANGE BETWEEN INTERVAL '3600 seconds' PRECEDING AND CURRENT ROW) AS sigma_metric,

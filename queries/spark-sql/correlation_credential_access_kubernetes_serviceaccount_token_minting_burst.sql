@@ -4,7 +4,7 @@ WITH matched AS (
 events AS (
   SELECT user.username AS user_username, requestURI AS sigma_value, sigma_rule,
     try_to_timestamp(requestReceivedTimestamp) AS sigma_time, auditID AS sigma_event
-  FROM matched WHERE try_to_timestamp(requestReceivedTimestamp) IS NOT NULL
+  FROM matched WHERE try_to_timestamp(requestReceivedTimestamp) IS NOT NULL AND user.username IS NOT NULL AND requestURI IS NOT NULL
 ),
 windows AS (
   SELECT *, size(collect_set(sigma_value) OVER (PARTITION BY user_username ORDER BY CAST(sigma_time AS DOUBLE) RANGE BETWEEN 600 PRECEDING AND CURRENT ROW)) AS sigma_metric,

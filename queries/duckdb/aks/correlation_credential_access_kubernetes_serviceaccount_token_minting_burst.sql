@@ -3,8 +3,8 @@ WITH matched AS (
 ),
 events AS (
   SELECT `user.username` AS "user.username", requestURI AS sigma_value, sigma_rule,
-    TRY_CAST("requestReceivedTimestamp" AS TIMESTAMP) AS sigma_time, "auditID" AS sigma_event
-  FROM matched WHERE TRY_CAST("requestReceivedTimestamp" AS TIMESTAMP) IS NOT NULL
+    timezone('UTC', TRY_CAST("requestReceivedTimestamp" AS TIMESTAMPTZ)) AS sigma_time, "auditID" AS sigma_event
+  FROM matched WHERE timezone('UTC', TRY_CAST("requestReceivedTimestamp" AS TIMESTAMPTZ)) IS NOT NULL AND `user.username` IS NOT NULL AND requestURI IS NOT NULL
 ),
 windows AS (
   SELECT *, count(DISTINCT sigma_value) OVER (PARTITION BY "user.username" ORDER BY sigma_time RANGE BETWEEN INTERVAL '600 seconds' PRECEDING AND CURRENT ROW) AS sigma_metric,

@@ -5,8 +5,8 @@ WITH matched AS (
 ),
 events AS (
   SELECT credential_id AS "credential_id", sigma_rule,
-    TRY_CAST("requestReceivedTimestamp" AS TIMESTAMP) AS sigma_time, "auditID" AS sigma_event
-  FROM matched WHERE TRY_CAST("requestReceivedTimestamp" AS TIMESTAMP) IS NOT NULL
+    timezone('UTC', TRY_CAST("requestReceivedTimestamp" AS TIMESTAMPTZ)) AS sigma_time, "auditID" AS sigma_event
+  FROM matched WHERE timezone('UTC', TRY_CAST("requestReceivedTimestamp" AS TIMESTAMPTZ)) IS NOT NULL AND credential_id IS NOT NULL
 ),
 chain1 AS (
   SELECT *, CASE WHEN sigma_rule = 'kubernetes_serviceaccount_token_minted' THEN sigma_time END AS sigma_start1

@@ -6,7 +6,7 @@ WITH matched AS (
 events AS (
   SELECT credential_id AS credential_id, sigma_rule,
     try_to_timestamp(requestReceivedTimestamp) AS sigma_time, auditID AS sigma_event
-  FROM matched WHERE try_to_timestamp(requestReceivedTimestamp) IS NOT NULL
+  FROM matched WHERE try_to_timestamp(requestReceivedTimestamp) IS NOT NULL AND credential_id IS NOT NULL
 ),
 chain1 AS (
   SELECT *, CASE WHEN sigma_rule = 'kubernetes_serviceaccount_token_minted' THEN sigma_time END AS sigma_start1

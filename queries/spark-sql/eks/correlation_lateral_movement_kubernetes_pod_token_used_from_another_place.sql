@@ -6,7 +6,7 @@ WITH matched AS (
 events AS (
   SELECT credential_id AS credential_id, element_at(sourceIPs, -1) AS sigma_value, sigma_rule,
     try_to_timestamp(requestReceivedTimestamp) AS sigma_time, auditID AS sigma_event
-  FROM matched WHERE try_to_timestamp(requestReceivedTimestamp) IS NOT NULL
+  FROM matched WHERE try_to_timestamp(requestReceivedTimestamp) IS NOT NULL AND credential_id IS NOT NULL AND element_at(sourceIPs, -1) IS NOT NULL
 ),
 windows AS (
   SELECT *, size(collect_set(sigma_value) OVER (PARTITION BY credential_id ORDER BY CAST(sigma_time AS DOUBLE) RANGE BETWEEN 3600 PRECEDING AND CURRENT ROW)) AS sigma_metric,
