@@ -342,13 +342,17 @@ class DuckDBCorrelationBackend(SqlCorrelationTemplates, sqliteBackend):
     # Ordered: a chain per rule. chain1 marks the first rule's events with their time; each
     # next rule's event carries the latest chain start among the previous rule's events
     # strictly before it in the timespan (a max over a window: no per-event lists); the last
-    # rule's event whose chain started within the timespan met the condition.
+    # rule's event whose chain started within the timespan met the condition. Its span, and
+    # so the events listed, starts at the earliest of the first rule's events in the timespan
+    # before it: every denial before a grant, not only the last.
     temporal_ordered_correlation_query: ClassVar[dict[str, str]] = {
         "default": DUCKDB_EVENTS
         + "\n{chain}"
         + "windows AS (\n  SELECT *, sigma_start{rules} IS NOT NULL"
         + " AND sigma_time - sigma_start{rules} <= INTERVAL '{timespan}' AS sigma_metric,\n"
-        + "    sigma_start{rules} AS sigma_window_start\n  FROM chain{rules}\n),\n"
+        + "    min(sigma_start1) "
+        + _window
+        + " AS sigma_window_start\n  FROM chain{rules}\n),\n"
         + DUCKDB_ALERTS
     }
     _chain_step = (
@@ -728,7 +732,9 @@ class SparkCorrelationBackend(SqlCorrelationTemplates, DatabricksBackend):
         + "\n{chain}"
         + "windows AS (\n  SELECT *, sigma_start{rules} IS NOT NULL AND CAST(sigma_time AS "
         + "DOUBLE) - CAST(sigma_start{rules} AS DOUBLE) <= {timespan} AS sigma_metric,\n"
-        + "    sigma_start{rules} AS sigma_window_start\n  FROM chain{rules}\n),\n"
+        + "    min(sigma_start1) "
+        + _window
+        + " AS sigma_window_start\n  FROM chain{rules}\n),\n"
         + SPARK_ALERTS
     }
     _chain_step = (

@@ -16,6 +16,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -1072,6 +1073,24 @@ def test_an_event_without_the_group_key_is_in_no_group(tmp_path: Path) -> None:
                 extra["authentication.kubernetes.io/credential-id"] = [None, f"JTI={n}"]
             events.append(event)
     assert correlation_alerts(tmp_path, events) == []
+
+
+def test_an_ordered_alert_lists_every_denial_before_the_grant(tmp_path: Path) -> None:
+    """Probe then mint: three denied token requests, then one granted, all within the
+    timespan. The alert starts at the first denial and lists all three (the accounts the
+    prober wanted). On main it started at the last denial and listed only that one."""
+    folder = Path(__file__).parent / "sequences" / "serviceaccount_token_probe_then_mint"
+    lines = (folder / "match_three_denied_token_requests_then_one_granted.jsonl").read_text()
+    events = [json.loads(x) for x in lines.splitlines() if x.strip()]
+    denied = [e for e in events if e["responseStatus"]["code"] == 403]
+    granted = [e for e in events if e["responseStatus"]["code"] == 201]
+    assert len(denied) == 3 and len(granted) == 1
+    (alert,) = correlation_alerts(tmp_path, events)
+    assert alert["correlation"] == "temporal_ordered"
+    listed = [e["auditID"] for e in alert["events"]]
+    assert listed == [e["auditID"] for e in [*denied, *granted]]
+    first = min(datetime.fromisoformat(e["requestReceivedTimestamp"]) for e in denied)
+    assert datetime.fromisoformat(alert["first_seen"]) == first.replace(tzinfo=None)
 
 
 def test_events_without_a_valid_time_are_left_out_of_the_correlations_and_said(

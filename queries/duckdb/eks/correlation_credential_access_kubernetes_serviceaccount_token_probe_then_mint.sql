@@ -18,7 +18,7 @@ chain2 AS (
 ),
 windows AS (
   SELECT *, sigma_start2 IS NOT NULL AND sigma_time - sigma_start2 <= INTERVAL '900 seconds' AS sigma_metric,
-    sigma_start2 AS sigma_window_start
+    min(sigma_start1) OVER (PARTITION BY "user.username" ORDER BY sigma_time RANGE BETWEEN INTERVAL '900 seconds' PRECEDING AND CURRENT ROW) AS sigma_window_start
   FROM chain2
 ),
 fired AS (

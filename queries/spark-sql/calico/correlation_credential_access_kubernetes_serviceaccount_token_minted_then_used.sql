@@ -18,7 +18,7 @@ chain2 AS (
 ),
 windows AS (
   SELECT *, sigma_start2 IS NOT NULL AND CAST(sigma_time AS DOUBLE) - CAST(sigma_start2 AS DOUBLE) <= 3600 AS sigma_metric,
-    sigma_start2 AS sigma_window_start
+    min(sigma_start1) OVER (PARTITION BY credential_id ORDER BY CAST(sigma_time AS DOUBLE) RANGE BETWEEN 3600 PRECEDING AND CURRENT ROW) AS sigma_window_start
   FROM chain2
 ),
 fired AS (
