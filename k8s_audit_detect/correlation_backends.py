@@ -269,14 +269,6 @@ class SqlCorrelationTemplates(CorrelationContext):
     query as a subquery tagged with its rule, group-by columns as they are named, and the
     metric compared as `sigma_metric`. Each backend adds its aggregations and queries."""
 
-    def present(self, rule: SigmaCorrelationRule, counted: bool) -> str:
-        """The condition that an event has every group-by value (and, counting values, the
-        value), to add to the events' WHERE clause: an event without one is in no group."""
-        fields = [self.correlation_field(f) for f in rule.group_by]
-        if counted:
-            fields.append(self.correlation_context(rule)["value"])
-        return "".join(f" AND {field} IS NOT NULL" for field in fields)
-
     default_correlation_method: ClassVar[str] = "default"
     correlation_condition_mapping: ClassVar[dict[Any, str]] = {
         **CONDITION_OPERATORS,
@@ -303,6 +295,14 @@ class SqlCorrelationTemplates(CorrelationContext):
     value_count_condition_expression: ClassVar[dict[str, str]] = event_count_condition_expression
     temporal_condition_expression: ClassVar[dict[str, str]] = event_count_condition_expression
     temporal_ordered_condition_expression: ClassVar[dict[str, str]] = {"default": "sigma_metric"}
+
+    def present(self, rule: SigmaCorrelationRule, counted: bool) -> str:
+        """The condition that an event has every group-by value (and, counting values, the
+        value), to add to the events' WHERE clause: an event without one is in no group."""
+        fields = [self.correlation_field(f) for f in rule.group_by]
+        if counted:
+            fields.append(self.correlation_context(rule)["value"])
+        return "".join(f" AND {field} IS NOT NULL" for field in fields)
 
 
 class DuckDBCorrelationBackend(SqlCorrelationTemplates, sqliteBackend):
