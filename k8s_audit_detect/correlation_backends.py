@@ -296,12 +296,11 @@ class SqlCorrelationTemplates(CorrelationContext):
     temporal_condition_expression: ClassVar[dict[str, str]] = event_count_condition_expression
     temporal_ordered_condition_expression: ClassVar[dict[str, str]] = {"default": "sigma_metric"}
 
-    def present(self, rule: SigmaCorrelationRule, counted: bool) -> str:
-        """The condition that an event has every group-by value (and, counting values, the
-        value), to add to the events' WHERE clause: an event without one is in no group."""
-        fields = [self.correlation_field(f) for f in rule.group_by]
-        if counted:
-            fields.append(self.correlation_context(rule)["value"])
+    def present(self, rule: SigmaCorrelationRule, value: str) -> str:
+        """The condition that an event has every group-by value (and the counted `value`, an
+        expression, if any), to add to the events' WHERE clause: an event without one is in
+        no group."""
+        fields = [self.correlation_field(f) for f in rule.group_by] + ([value] if value else [])
         return "".join(f" AND {field} IS NOT NULL" for field in fields)
 
 
@@ -394,7 +393,7 @@ class DuckDBCorrelationBackend(SqlCorrelationTemplates, sqliteBackend):
             "distinct_order": "e.sigma_value, " if counted else "",
             "key_join": " AND ".join(f"e.{k} IS NOT DISTINCT FROM fired.{k}" for k in keys),
             "chain": self.ordered_chain(rule, method),
-            "present": self.present(rule, counted),
+            "present": self.present(rule, context["value"] if counted else ""),
         }
 
     def ordered_chain(self, rule: SigmaCorrelationRule, method: str) -> str:
@@ -772,7 +771,7 @@ class SparkCorrelationBackend(SqlCorrelationTemplates, DatabricksBackend):
             "key_join": " AND ".join(f"e.{k} <=> fired.{k}" for k in keys),
             "fired_keys": ", ".join(f"fired.{k}" for k in keys),
             "chain": DuckDBCorrelationBackend.ordered_chain(self, rule, method),  # type: ignore[arg-type]
-            "present": self.present(rule, counted),
+            "present": self.present(rule, context["value"] if counted else ""),
         }
 
 
