@@ -50,11 +50,29 @@ def pairs(token_rule, query_for) -> list[tuple[Any, str]]:
 
 
 def replay_in_process(
-    names: list[str], pairs: list[tuple[Any, str]], fmt: str = "json"
+    names: list[str],
+    pairs: list[tuple[Any, str]],
+    fmt: str = "json",
+    correlations: Any = (),
+    base_queries: Any = (),
 ) -> tuple[int, list[dict[str, Any]], str]:
     out, err = io.StringIO(), io.StringIO()
-    code = replay.run_replay(names, pairs, out, err, fmt)
+    code = replay.run_replay(names, pairs, out, err, fmt, correlations, base_queries)
     return code, [json.loads(x) for x in out.getvalue().split("\n") if x], err.getvalue()
+
+
+def replay_shipped(
+    tmp_path: Path, events: list[dict[str, Any]]
+) -> tuple[int, list[dict[str, Any]], str]:
+    """`convert.py replay` as shipped, its correlation rules too, over the events as one log."""
+    from k8s_audit_detect.cli import load_rules, replay_queries
+
+    shipped = replay_queries(load_rules([]))
+    log = tmp_path / "audit.jsonl"
+    log.write_text("".join(json.dumps(e) + "\n" for e in events))
+    return replay_in_process(
+        [str(log)], shipped.rules, "json", shipped.correlations, shipped.base_queries
+    )
 
 
 def replay_cli(
@@ -1036,17 +1054,7 @@ def pod_token_uses(jti: str, addresses: list[list[str]]) -> list[dict[str, Any]]
 
 
 def correlation_alerts(tmp_path: Path, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    from k8s_audit_detect.cli import load_rules, replay_queries
-
-    shipped = replay_queries(load_rules([]))
-    log = tmp_path / "audit.jsonl"
-    log.write_text("".join(json.dumps(e) + "\n" for e in events))
-    out, err = io.StringIO(), io.StringIO()
-    replay.run_replay(
-        [str(log)], shipped.rules, out, err, "json", shipped.correlations, shipped.base_queries
-    )
-    alerts = [json.loads(x) for x in out.getvalue().split("\n") if x]
-    return [a for a in alerts if "correlation" in a]
+    return [a for a in replay_shipped(tmp_path, events)[1] if "correlation" in a]
 
 
 def test_an_event_without_the_counted_value_is_not_one_of_the_values(tmp_path: Path) -> None:
@@ -1100,30 +1108,21 @@ def test_events_without_a_valid_time_are_left_out_of_the_correlations_and_said(
     parse: the burst still alerts, without those two; stderr says how many were left out,
     the summary counts them, and the exit code says something was skipped. On main the
     correlations' query failed with a traceback."""
-    from k8s_audit_detect.cli import load_rules, replay_queries
-
-    shipped = replay_queries(load_rules([]))
     burst = token_mints(5, accounts=5)
     burst[3]["requestReceivedTimestamp"] = "2026-11-31T09:00:00.000000Z"
     burst[4]["requestReceivedTimestamp"] = "at nine"
-    log = tmp_path / "audit.jsonl"
-    log.write_text("".join(json.dumps(e) + "\n" for e in burst))
-    out, err = io.StringIO(), io.StringIO()
-    code = replay.run_replay(
-        [str(log)], shipped.rules, out, err, "json", shipped.correlations, shipped.base_queries
-    )
-    alerts = [json.loads(x) for x in out.getvalue().split("\n") if x]
+    code, alerts, err = replay_shipped(tmp_path, burst)
     (group,) = [a for a in alerts if a.get("correlation") == "value_count"]
     assert [e["auditID"] for e in group["events"]] == ["burst-0", "burst-1", "burst-2"]
     assert len([a for a in alerts if "correlation" not in a]) == 5  # the plain rule: all five
-    lines = err.getvalue().splitlines()
+    lines = err.splitlines()
     assert (
         "replay: 2 events that the correlations' base rules match without a valid "
         "requestReceivedTimestamp: the correlations leave them out" in lines
     )
     assert "2 events without a time" in lines[-1]
     assert code == replay.EXIT_SKIPPED
-    no_traceback(err.getvalue())
+    no_traceback(err)
 
 
 def test_each_alert_is_at_its_own_line_when_duckdb_reads_on_many_threads(
