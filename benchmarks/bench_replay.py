@@ -419,9 +419,10 @@ def main() -> None:
         runs["(a) Python json loop"] = [py, "-c", PYTHON_LOOP, str(clean)]
     sql = [args.dir / f"every-rule{suffix}.sql" for suffix in ("", "-correlated", "-lines")]
     subprocess.run([py, "-c", EVERY_RULE_SQL, str(clean), *map(str, sql)], cwd=ROOT, check=True)
+    whole, whole_lined = "(bC) DuckDB, every rule and correlation", "(bCL) (bC) with line numbers"
     runs["(b*) DuckDB, every rule's condition"] = [py, "-c", RUN_SQL_FILE, str(sql[0])]
-    runs["(bC) DuckDB, every rule and correlation"] = [py, "-c", RUN_SQL_FILE, str(sql[1])]
-    runs["(bCL) (bC) with line numbers"] = [py, "-c", RUN_SQL_FILE, str(sql[2])]
+    runs[whole] = [py, "-c", RUN_SQL_FILE, str(sql[1])]
+    runs[whole_lined] = [py, "-c", RUN_SQL_FILE, str(sql[2])]
     if args.separate:  # what replay did before: one read of the file per rule
         runs["every rule, one read per rule"] = [py, "-c", ONE_RULE_EACH, str(clean)]
     # every run finds the modules' bytecode cached, as after replay's first run
@@ -447,10 +448,7 @@ def main() -> None:
         print(f"{name:44} {seconds(name):6.2f} s {rate} {cpu(name):6.2f} s {mib(name):8.0f} MiB")
 
     shipped, every = "(b) DuckDB, alert lines", "(b*) DuckDB, every rule's condition"
-    whole, lined = (
-        "(bC) DuckDB, every rule and correlation",
-        "(bL) DuckDB, alert lines with line numbers",
-    )
+    lined = "(bL) DuckDB, alert lines with line numbers"
     counts = {
         "replay": results["replay"][0].token,
         "(b)": results[shipped][0].lines,
@@ -462,7 +460,7 @@ def main() -> None:
     all_rules = results["replay, every rule"][0]
     assert all_rules.token == counts["replay"]
     # the same job: every rule's alerts and every correlation's groups
-    for reference in (whole, "(bCL) (bC) with line numbers"):
+    for reference in (whole, whole_lined):
         assert results[reference][0].lines == all_rules.lines, (reference, all_rules.lines)
     rules_line = next(x for x in all_rules.stderr.splitlines() if x.endswith(" correlations"))
     print(f"alerts of the shipped rule: {counts['replay']:,} (replay, (b), (b1) agree)")
@@ -485,7 +483,7 @@ def main() -> None:
     )
     print(
         "replay, every rule vs (bCL), the same job with line numbers, by hand: "
-        f"{ratio('replay, every rule', '(bCL) (bC) with line numbers')}"
+        f"{ratio('replay, every rule', whole_lined)}"
     )
     for name in ("replay", "replay, every rule"):
         bad = f"{name}, one malformed line"
