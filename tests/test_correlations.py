@@ -5,6 +5,7 @@ shape, and must alert for exactly the groups the sequence is labelled with, once
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cases import Sequence, load_sequences
@@ -61,6 +62,19 @@ def runs() -> list[tuple[str, tuple[str, ...], Sequence]]:
 RUNS = runs()
 
 
+def correlation_rule(stem: str, variant: tuple[str, ...]) -> Any:
+    """The correlation rule of a file stem, loaded with an environment variant's filters."""
+    (rule,) = [
+        r for r in correlations.correlation_rules(load_rules(variant)) if rule_stem(r) == stem
+    ]
+    return rule
+
+
+def group_key(row: dict[str, Any]) -> str:
+    """An engine's alert row as the group it is for: its key columns' values, joined by |."""
+    return "|".join(str(value) for name, value in row.items() if name not in RESULT_COLUMNS)
+
+
 @pytest.mark.parametrize(
     ("engine", "variant", "sequence"),
     RUNS,
@@ -69,14 +83,9 @@ RUNS = runs()
 def test_correlation_engines(engine, variant, sequence, query_for, tmp_path: Path) -> None:
     target, runner = CORRELATION_ENGINES[engine]
     stem = STEMS[sequence.rule]
-    (rule,) = [
-        r for r in correlations.correlation_rules(load_rules(variant)) if rule_stem(r) == stem
-    ]
+    rule = correlation_rule(stem, variant)
     rows = runner(query_for(target, variant, stem), rule, sequence.events(), tmp_path)
-    keys = [
-        "|".join(str(value) for name, value in row.items() if name not in RESULT_COLUMNS)
-        for row in rows
-    ]
+    keys = [group_key(row) for row in rows]
     assert set(keys) == sequence.expected(variant), rows
     if not engine.endswith("eql"):  # an EQL sequence alerts per match; the others per group
         assert len(keys) == len(set(keys)), f"more than one alert for a group: {rows}"
@@ -101,7 +110,7 @@ def test_events_whose_time_does_not_parse_are_left_out(
     alert as without them, and none lists them."""
     target, runner = CORRELATION_ENGINES[engine]
     stem = STEMS[sequence.rule]
-    (rule,) = [r for r in correlations.correlation_rules(load_rules()) if rule_stem(r) == stem]
+    rule = correlation_rule(stem, ())
     events = sequence.events()
     extra = [
         dict(
@@ -114,10 +123,6 @@ def test_events_whose_time_does_not_parse_are_left_out(
         for n, bad in enumerate(BAD_TIMES)
     ]
     rows = runner(query_for(target, (), stem), rule, [*events, *extra], tmp_path)
-    keys = {
-        "|".join(str(value) for name, value in row.items() if name not in RESULT_COLUMNS)
-        for row in rows
-    }
-    assert keys == sequence.expected(()), rows
+    assert {group_key(row) for row in rows} == sequence.expected(()), rows
     ids = [e["auditID"] if isinstance(e, dict) else e for r in rows for e in r["events"] or []]
     assert not [i for i in ids if "bad-time" in i], rows
