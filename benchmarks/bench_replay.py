@@ -160,8 +160,9 @@ def with_one_malformed_line(source: Path, target: Path) -> None:
             out.write(MALFORMED.encode() + b"\n" if n == total // 2 else line)
 
 
-# Every rule in the repository through the replay engine, as `convert.py replay` runs them.
-EVERY_RULE = """
+# Every rule in the repository (RULES: loaded and converted), as `convert.py replay` runs them:
+# the large files' line scans start before the rules load (Prescan), then one pass.
+RULES = """
 import sys
 from pathlib import Path
 from sigma.collection import SigmaCollection
@@ -176,14 +177,28 @@ pairs, correlated, base_queries = shipped.rules, shipped.correlations, shipped.b
 test_rules = sorted((root / "tests" / "rules").glob("*.yml"))
 if test_rules:
     pairs += replay_queries(SigmaCollection.load_ruleset(test_rules)).rules
+"""
+EVERY_RULE = (
+    """
+import sys
+from k8s_audit_detect.replay import Prescan
+
+prescan = Prescan(sys.argv[1:]).__enter__()
+"""
+    + RULES
+    + """
 print(len(pairs), "rules and", len(correlated), "correlations", file=sys.stderr)
-code = run_replay(sys.argv[1:], pairs, sys.stdout, sys.stderr, "json", correlated, base_queries)
+code = run_replay(
+    sys.argv[1:], pairs, sys.stdout, sys.stderr, "json", correlated, base_queries, prescan
+)
+prescan.__exit__(None, None, None)
 sys.exit(code)
 """
+)
 
 # Every rule and correlation, one read of the file each: what replay did before issue 10.
 ONE_RULE_EACH = (
-    EVERY_RULE.split("print(len(pairs)")[0]
+    RULES
     + """
 import io
 for rule, query in pairs:
@@ -197,7 +212,7 @@ for pair in correlated:
 # over a view of the same columns replay reads, alerts as JSON lines without file, line or rule:
 # the SQL is written beforehand (by this script) to a file, and the run is that query alone.
 EVERY_RULE_SQL = (
-    EVERY_RULE.split("print(len(pairs)")[0]
+    RULES
     + """
 import duckdb
 from k8s_audit_detect import replay

@@ -983,18 +983,20 @@ def main(
         if no_project is not None:
             raise no_project
         if args.command == "replay":
-            from k8s_audit_detect.replay import run_replay
+            from k8s_audit_detect.replay import Prescan, run_replay
 
-            plan = replay_queries(load_rules(replay_envs))
-            return run_replay(
-                args.files,
-                plan.rules,
-                sys.stdout,
-                sys.stderr,
-                replay_format,
-                correlations=plan.correlations,
-                base_queries=plan.base_queries,
-            )
+            with Prescan(args.files) as prescan:  # the large files' line scans, meanwhile
+                plan = replay_queries(load_rules(replay_envs))
+                return run_replay(
+                    args.files,
+                    plan.rules,
+                    sys.stdout,
+                    sys.stderr,
+                    replay_format,
+                    correlations=plan.correlations,
+                    base_queries=plan.base_queries,
+                    prescan=prescan,
+                )
         if args.list:
             print(list_targets())
             return 0

@@ -26,6 +26,7 @@ read item by item.
 
 from __future__ import annotations
 
+import array
 import bisect
 import contextlib
 import functools
@@ -111,6 +112,7 @@ MAX_OBJECT = 16 * 1024 * 1024  # DuckDB's read_json maximum_object_size (its def
 CHUNK = 64 * 1024 * 1024  # bytes of whole lines per block when reading a stream
 READ = 1024 * 1024  # bytes a stream is read by: small reads reuse memory, large ones fault it in
 CURSOR_BLOCK = 4 * 1024 * 1024  # bytes the line cursor reads at a time
+PRESCAN_SIZE = 64 * 1024 * 1024  # a plain file this large is scanned during start-up (Prescan)
 STREAM_WAIT = 1.0  # seconds a slow stream may keep complete lines waiting
 BATCH = 2048
 PROGRESS_AFTER = 2.0  # seconds before a progress line shows (stderr a terminal only)
@@ -648,6 +650,13 @@ class LineScan(threading.Thread):
         if self.error is not None:
             raise self.error
 
+    def scan_here(self) -> LineScan:
+        """The scan done on the calling thread instead."""
+        self.run()
+        if self.error is not None:
+            raise self.error
+        return self
+
     def stop(self) -> None:
         self.cursor.stopped = True
         self.join()
@@ -655,12 +664,160 @@ class LineScan(threading.Thread):
     def line(self, rec: int) -> int:
         return self.cursor.first + rec + bisect.bisect_left(self.blanks, rec)
 
+    @property
+    def passed(self) -> int:
+        """Lines scanned (the last one's number), once finished."""
+        return self.cursor.line
+
+
+class ForkedScan:
+    """A file's LineScan done by the prescan's child process (Prescan): the same numbers,
+    read from the child once DuckDB has read the file. If the child could not give them, the
+    scan is done here instead, as a LineScan would."""
+
+    def __init__(self, prescan: Prescan, index: int, cursor: Callable[[], LineCursor]) -> None:
+        self.prescan = prescan
+        self.index = index
+        self.cursor = cursor
+        self.blanks: list[int] = []
+        self.passed = 0
+        self.finished = False
+
+    def start(self) -> None:
+        pass  # the child started before the rules were converted
+
+    def finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        found = self.prescan.result(self.index)
+        if found is None:  # the child died or failed: scan here
+            scan = LineScan(self.cursor()).scan_here()
+            self.blanks, self.passed = scan.blanks, scan.passed
+        else:
+            self.blanks, self.passed = found
+
+    def stop(self) -> None:
+        pass
+
+    def line(self, rec: int) -> int:
+        return rec + bisect.bisect_left(self.blanks, rec)
+
+
+@dataclass(frozen=True)
+class _Scanned:
+    """A file as the prescan found it: replay uses its scan only if the file is still that."""
+
+    index: int  # its place among replay's inputs
+    name: str
+    identity: tuple[int, ...]  # device, inode, size, modification time
+
+
+class Prescan:
+    """The line scans of replay's large plain files (PRESCAN_SIZE and up), done by one child
+    process forked before replay loads and converts its rules: about 0.3 s in which a core is
+    otherwise idle, while the scan of a 1.7 GB file takes 0.35 s of CPU that, run beside DuckDB,
+    slows its read of the file by as much. (A thread could not run then: the scan and the
+    start-up are both Python, and would take turns.) The child writes each file's numbers to a
+    pipe in input order; a file changed since is scanned again (ForkedScan). Without os.fork
+    (Windows), or for smaller files and streams, the scan is a thread beside DuckDB."""
+
+    def __init__(self, names: Sequence[str], size: int | None = None) -> None:
+        size = PRESCAN_SIZE if size is None else size
+        self.files: dict[int, _Scanned] = {}
+        self.pid = 0
+        self.pipe: int | None = None
+        self.results: dict[int, tuple[list[int], int] | None] = {}
+        for index, name in enumerate(names):
+            with contextlib.suppress(OSError):
+                info = os.stat(name)
+                if name == "-" or not stat.S_ISREG(info.st_mode) or info.st_size < size:
+                    continue
+                with open(name, "rb") as handle:
+                    if handle.read(len(GZIP_MAGIC)) == GZIP_MAGIC:
+                        continue
+                identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+                self.files[index] = _Scanned(index, name, identity)
+
+    def __enter__(self) -> Prescan:
+        if self.files and hasattr(os, "fork"):
+            read, write = os.pipe()
+            self.pid = os.fork()
+            if self.pid == 0:  # the child: scans, writes, and leaves without cleaning up
+                os.close(read)
+                code = 1
+                with contextlib.suppress(BaseException):
+                    self._scan_all(write)
+                    code = 0
+                os._exit(code)
+            os.close(write)
+            self.pipe = read
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pid:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.waitpid(self.pid, 0)
+            self.pid = 0
+        if self.pipe is not None:
+            os.close(self.pipe)
+            self.pipe = None
+
+    def _scan_all(self, out: int) -> None:
+        for scanned in self.files.values():
+            fd = os.open(scanned.name, os.O_RDONLY)
+            try:
+                scan = LineScan(LineCursor(FdReader(fd, offset=0).readinto, b"")).scan_here()
+            finally:
+                os.close(fd)
+            numbers = array.array("q", [scanned.index, scan.passed, len(scan.blanks)])
+            numbers.extend(scan.blanks)
+            data = memoryview(numbers.tobytes())
+            while data:
+                data = data[os.write(out, data) :]
+
+    def scan(self, index: int, fd: int, cursor: Callable[[], LineCursor]) -> ForkedScan | None:
+        """The prescan's scan of input `index`, open as fd, if it has one."""
+        scanned = self.files.get(index)
+        if scanned is None or self.pipe is None:
+            return None
+        info = os.fstat(fd)
+        if (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns) != scanned.identity:
+            return None
+        return ForkedScan(self, index, cursor)
+
+    def result(self, index: int) -> tuple[list[int], int] | None:
+        """Input index's blank lines (by the records before each) and lines, from the child;
+        None if it failed."""
+        while index not in self.results and self.pipe is not None:
+            head = self._read(3 * 8)
+            if head is None:
+                break
+            found, passed, count = array.array("q", head)
+            blanks = self._read(count * 8)
+            if blanks is None:
+                break
+            self.results[found] = (array.array("q", blanks).tolist(), passed)
+        return self.results.pop(index, None)
+
+    def _read(self, size: int) -> bytes | None:
+        assert self.pipe is not None
+        data = b""
+        while len(data) < size:
+            more = os.read(self.pipe, size - len(data))
+            if not more:
+                return None
+            data += more
+        return data
+
 
 class Lines:
     """Line numbers from a finished scan; a bad record's bytes from a cursor made on the first
     one asked for, which walks on from record to record (one more read at most)."""
 
-    def __init__(self, scan: LineScan, cursor: Callable[[], LineCursor]) -> None:
+    def __init__(self, scan: LineScan | ForkedScan, cursor: Callable[[], LineCursor]) -> None:
         self.scan = scan
         self._make = cursor
         self._cursor: LineCursor | None = None
@@ -969,6 +1126,7 @@ class State:
 
     name: str
     quoted: str
+    index: int = 0  # its place among the inputs
     fmt: str = NEWLINE_DELIMITED
     batches: bool = False
     tally: Tally = field(default_factory=Tally)
@@ -990,9 +1148,11 @@ class Replayer:
         fmt: str,
         correlations: Sequence[tuple[SigmaCorrelationRule, str]] = (),
         base: Sequence[str] = (),
+        prescan: Prescan | None = None,
     ):
         from k8s_audit_detect.correlate import fields_read
 
+        self.prescan = prescan
         self.rules = rules
         self.correlations = list(correlations)
         self.correlation_alerts = [0] * len(self.correlations)
@@ -1116,8 +1276,8 @@ class Replayer:
         fds = {fmt: _memory_file(text.encode()) for fmt, text in ((ARRAY, f"[{end}]\n"), ("", end))}
         self.sentinels = {fmt: _fd_path(fd) for fmt, fd in fds.items()}
         try:
-            for inp in inputs:
-                state = State(inp.name, json.dumps(inp.name, ensure_ascii=False))
+            for index, inp in enumerate(inputs):
+                state = State(inp.name, json.dumps(inp.name, ensure_ascii=False), index)
                 self.states.append(state)
                 self.replay(inp, state)
                 more = state.tally.bad_records + state.tally.bad_items - state.reported
@@ -1173,11 +1333,12 @@ class Replayer:
         if state.fmt != NEWLINE_DELIMITED:
             self.document(state, fd)
             return
-        self.lines(
-            state,
-            _fd_path(fd),
-            lambda: LineCursor(FdReader(fd, offset=0).readinto, self.placeholder),
-        )
+
+        def cursor() -> LineCursor:
+            return LineCursor(FdReader(fd, offset=0).readinto, self.placeholder)
+
+        scan = self.prescan.scan(state.index, fd, cursor) if self.prescan else None
+        self.lines(state, _fd_path(fd), cursor, scan)
 
     def stream(self, state: State, reader: FdReader) -> None:
         """Blocks of whole lines, each through an in-memory file; a JSON document is spooled
@@ -1233,16 +1394,22 @@ class Replayer:
             what = (error.strerror or str(error)).lower()
             self.warn(f"{state.name}: {what}; the rest was not read")
 
-    def lines(self, state: State, source: str, cursor: Callable[[], LineCursor]) -> int:
+    def lines(
+        self,
+        state: State,
+        source: str,
+        cursor: Callable[[], LineCursor],
+        scan: LineScan | ForkedScan | None = None,
+    ) -> int:
         """One query over lines (a file, or one block of a stream), each record's number made
-        its line number by a scan of the lines that runs while DuckDB reads them (`cursor`
-        makes a cursor at the start of the lines); the number of the last line scanned. From
-        a record that is an EventList on, it reads item by item. Raises Oversized if DuckDB
-        stops on a line over its limit."""
+        its line number by a scan of the lines (`cursor` makes a cursor at the start of the
+        lines): the prescan's, if given, or one that runs while DuckDB reads them; the number
+        of the last line scanned. From a record that is an EventList on, it reads item by
+        item. Raises Oversized if DuckDB stops on a line over its limit."""
         import duckdb
 
         after = 0
-        scan = LineScan(cursor())
+        scan = scan or LineScan(cursor())
         scan.start()
         lines = Lines(scan, cursor)
         try:
@@ -1256,7 +1423,7 @@ class Replayer:
                         if self.line_rows(state, batch, lines):
                             break
                     self.keep(not state.batches)
-                    return scan.cursor.line
+                    return scan.passed
                 except SwitchToBatches as switch:
                     self.keep(not state.batches, before=switch.rec)
                     state.batches, after = True, switch.rec - 1
@@ -1449,11 +1616,13 @@ def run_replay(
     fmt: str = "json",
     correlations: Sequence[tuple[SigmaCorrelationRule, str]] = (),
     base_queries: Sequence[str] = (),
+    prescan: Prescan | None = None,
 ) -> int:
     """`convert.py replay`: alerts on out (JSON lines, or a table), bad input and a summary on
     err; returns the exit code (EXIT_*). The correlation rules run after every input is read,
     over the events of all of them that their base rules (`base_queries`) match, kept as the
-    same single read of each input goes."""
+    same single read of each input goes. `prescan`: the inputs' line scans, if the caller
+    started them (Prescan, entered) before loading the rules."""
     import duckdb
 
     if fmt not in FORMATS:
@@ -1476,7 +1645,7 @@ def run_replay(
         connection.execute("SET enable_progress_bar_print = false")  # stdout carries only alerts
         base = [rule_condition(query, connection) for query in base_queries]
         compiled = compile_rules(rules, connection)
-        replayer = Replayer(compiled, connection, out, err, fmt, correlations, base)
+        replayer = Replayer(compiled, connection, out, err, fmt, correlations, base, prescan)
         caught: list[int] = []
         try:
             with _signals(caught), _progress(replayer, progress):
