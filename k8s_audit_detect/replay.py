@@ -321,7 +321,7 @@ class Plan:
         shown = "".join(f", {_ident('replay:t:' + f)}" for f in TABLE_FIELDS) if self.table else ""
         return (
             f'SELECT {keys}, "replay:kind", "replay:bad", "replay:alerts"{shown} FROM {ROWS} '
-            'WHERE "replay:shown" ORDER BY rowid'
+            'WHERE "replay:shown"'  # in rowid order, as preserve_insertion_order keeps it
         )
 
     def kept(self, by_rowid: bool, before: int | None = None) -> str:
@@ -696,6 +696,7 @@ class ForkedScan:
             self.blanks, self.passed = scan.blanks, scan.passed
         else:
             self.blanks, self.passed = found
+            self.prescan.used += 1
 
     def stop(self) -> None:
         pass
@@ -727,7 +728,8 @@ class Prescan:
         self.files: dict[int, _Scanned] = {}
         self.pid = 0
         self.pipe: int | None = None
-        self.results: dict[int, tuple[list[int], int] | None] = {}
+        self.results: dict[int, tuple[list[int], int]] = {}
+        self.used = 0  # files whose scan came from the child
         for index, name in enumerate(names):
             with contextlib.suppress(OSError):
                 info = os.stat(name)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import gzip
 import io
+import itertools
 import json
 import os
 import signal
@@ -55,9 +56,10 @@ def replay_in_process(
     fmt: str = "json",
     correlations: Any = (),
     base_queries: Any = (),
+    prescan: replay.Prescan | None = None,
 ) -> tuple[int, list[dict[str, Any]], str]:
     out, err = io.StringIO(), io.StringIO()
-    code = replay.run_replay(names, pairs, out, err, fmt, correlations, base_queries)
+    code = replay.run_replay(names, pairs, out, err, fmt, correlations, base_queries, prescan)
     return code, [json.loads(x) for x in out.getvalue().split("\n") if x], err.getvalue()
 
 
@@ -852,7 +854,16 @@ def logs(draw) -> tuple[bytes, list[tuple[str, int, int | None]], list[int], int
     return (replay.BOM if bom else b"") + data, alerts, bad, events
 
 
-@pytest.mark.parametrize("how", ["file", "gzip", "gzip-small-blocks"])
+PRESCANNED = ["prescanned", "prescan-failed", "changed-after-prescan", "prescan-without-fork"]
+
+
+def scan_and_fail(self: replay.Prescan, out: int) -> None:
+    """A prescan's child that dies part way through writing its numbers."""
+    os.write(out, b"\0" * 5)
+    raise OSError(errno.EIO, "input/output error")
+
+
+@pytest.mark.parametrize("how", ["file", "gzip", "gzip-small-blocks", *PRESCANNED])
 @settings(
     max_examples=25,
     derandomize=True,
@@ -865,17 +876,28 @@ def test_lines_and_items_match_a_reference(tmp_path: Path, pairs, monkeypatch, h
     """Blank lines (which DuckDB skips), CRLF, a byte-order mark, a missing final newline,
     batches and bad lines, read from a file (DuckDB reads it) and as a stream (in blocks;
     small ones cross line boundaries): every alert at its line and item, every bad line
-    reported at its line, the events counted."""
+    reported at its line, the events counted. A file's lines numbered by the prescan's child
+    process as by a thread; and by a thread, the same, when the child fails, when the file
+    changes after the prescan started, or without os.fork."""
     data, expected, bad, events = log
     path = tmp_path / f"log-{how}"
-    if how == "file":
-        path.write_bytes(data)
-    else:
-        path.write_bytes(gzip.compress(data))
+    path.write_bytes(gzip.compress(data) if how.startswith("gzip") else data)
     if how == "gzip-small-blocks":
         monkeypatch.setattr(replay, "CHUNK", 97)
         monkeypatch.setattr(replay, "CURSOR_BLOCK", 31)
-    code, alerts, err = replay_in_process([str(path)], pairs)
+    if how == "changed-after-prescan":
+        path.write_bytes(b"{}\n" * (len(data) + 1))
+    if how == "prescan-failed":
+        monkeypatch.setattr(replay.Prescan, "_scan_all", scan_and_fail)
+    if how == "prescan-without-fork":
+        monkeypatch.delattr(os, "fork", raising=False)  # (every example of the test)
+    with replay.Prescan([str(path)], size=0) as prescan:
+        if how == "changed-after-prescan":
+            path.write_bytes(data)
+        code, alerts, err = replay_in_process(
+            [str(path)], pairs, prescan=prescan if how in PRESCANNED else None
+        )
+    assert prescan.used == (how == "prescanned")  # the child's numbers, or a thread's
     assert [(a["auditID"], a["line"], a.get("item")) for a in alerts] == expected
     reported = [int(x.split(":")[2]) for x in err.splitlines() if x.endswith("(skipped)")]
     assert reported == bad
@@ -924,6 +946,34 @@ def test_stream_blocks_match_a_reference(
     ]
     assert b"".join(blocks) == expected
     assert all(block.endswith(b"\n") for block in blocks[:-1])
+
+
+def test_convert_py_scans_a_files_lines_while_it_loads_the_rules(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """`convert.py replay` starts the line scan of a large plain file (here any size) in a
+    child process before it loads and converts the rules, and numbers lines by it: every
+    alert at its line, blank lines between the events."""
+    from k8s_audit_detect.cli import main
+
+    monkeypatch.setattr(replay, "PRESCAN_SIZE", 0)
+    used: list[int] = []
+    leave = replay.Prescan.__exit__
+
+    def noted(self: replay.Prescan, *exc: object) -> None:
+        used.append(self.used)
+        leave(self, *exc)
+
+    monkeypatch.setattr(replay.Prescan, "__exit__", noted)
+    events = [labelled(n) for n in range(30)]
+    log = tmp_path / "audit.log"
+    log.write_bytes(b"\n".join(line(e) + b"\n" * (n % 3) for n, (e, _) in enumerate(events)))
+    lines = list(itertools.accumulate([1] + [1 + n % 3 for n in range(len(events) - 1)]))
+    expected = [(e["auditID"], at) for (e, alerts), at in zip(events, lines, strict=True) if alerts]
+    assert main(["replay", str(log)], root=ROOT) == 0
+    found = [(a["auditID"], a["line"]) for a in alerts_of(capsys.readouterr().out.encode())]
+    assert found == expected
+    assert used == [1]
 
 
 def test_each_alert_is_at_its_own_line(tmp_path: Path, pairs) -> None:
