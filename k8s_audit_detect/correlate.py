@@ -57,16 +57,8 @@ def correlate_table(
     connection: Any, correlations: Sequence[tuple[SigmaCorrelationRule, str]]
 ) -> Iterator[tuple[str, str]]:
     """(rule id, alert line) for each correlation's groups, over the view `k8s_audit` of the
-    events the base rules match (replay fills it as it reads each input): every correlation
-    in one query, their results one after the other (UNION ALL keeps each one's order, as
-    preserve_insertion_order, which replay sets, makes it: 0.06 s less than a query each with
-    every rule over 1,000,000 events)."""
-    if not correlations:
-        return
-    union = " UNION ALL ".join(
-        f"SELECT {n} AS n, to_json(alert) FROM ({query}) AS alert"
-        for n, (_, query) in enumerate(correlations)
-    )
-    for n, row in connection.execute(union).fetchall():
-        rule = correlations[n][0]
-        yield str(rule.id), alert(rule, json.loads(row))
+    events the base rules match (replay fills it as it reads each input)."""
+    for rule, query in correlations:
+        result = connection.execute(f"SELECT to_json(alert) FROM ({query}) AS alert")
+        for (row,) in result.fetchall():
+            yield str(rule.id), alert(rule, json.loads(row))

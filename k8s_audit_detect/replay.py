@@ -731,9 +731,9 @@ class Prescan:
         self.results: dict[int, tuple[list[int], int]] = {}
         self.used = 0  # files whose scan came from the child
         for index, name in enumerate(names):
-            with contextlib.suppress(OSError):
-                info = os.stat(name)
-                if name == "-" or not stat.S_ISREG(info.st_mode) or info.st_size < size:
+            with contextlib.suppress(OSError):  # said by check_input, once replay starts
+                info = None if name == "-" else os.stat(name)
+                if info is None or not stat.S_ISREG(info.st_mode) or info.st_size < size:
                     continue
                 with open(name, "rb") as handle:
                     if handle.read(len(GZIP_MAGIC)) == GZIP_MAGIC:
@@ -746,9 +746,11 @@ class Prescan:
             read, write = os.pipe()
             self.pid = os.fork()
             if self.pid == 0:  # the child: scans, writes, and leaves without cleaning up
-                os.close(read)
                 code = 1
                 with contextlib.suppress(BaseException):
+                    for fd in (read, 0, 1, 2):  # a reader of replay's output waits for no child
+                        with contextlib.suppress(OSError):
+                            os.close(fd)
                     self._scan_all(write)
                     code = 0
                 os._exit(code)
