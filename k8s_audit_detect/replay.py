@@ -10,9 +10,10 @@ How an input is read:
 - A plain file of one JSON value per line: DuckDB reads it itself, on every thread, with
   `ignore_errors`: a line it cannot read (invalid UTF-8, malformed JSON, not an object) comes
   out as a row of NULLs and costs only itself. The rows fill a table in input order, so a
-  row's rowid is its record's number (Plan); a scan of the lines on a thread of its own,
-  while DuckDB reads, notes the blank lines DuckDB skips, which makes record numbers line
-  numbers (LineScan); a cursor shows what is wrong with a bad line. A line over DuckDB's
+  row's rowid is its record's number (Plan); a scan of the lines notes the blank lines
+  DuckDB skips, which makes record numbers line numbers (LineScan): for a large file, in a
+  child process forked before the rules load (Prescan), otherwise on a thread while DuckDB
+  reads; a cursor shows what is wrong with a bad line. A line over DuckDB's
   object size limit stops its reader: the file is then read again as a stream, without
   repeating what was already written.
 - A stream (`-`, a FIFO, process substitution) or a gzip file: blocks of whole lines, each
