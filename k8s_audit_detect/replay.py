@@ -107,6 +107,12 @@ TABLE_FIELDS = (
 FORMATS = ("json", "table")
 VIEW = "k8s_audit"
 ROWS = '"replay:rows"'  # one plan query's result (Plan)
+# a row's alerts as fetched: only those it has, each numbered by its rule (row_alerts); no NULL
+# for each rule it does not match to fetch and step over (0.05 s less for 80,000 alerts)
+ALERTS = (
+    'list_filter(list_transform("replay:alerts", lambda a, i: CASE WHEN a IS NOT NULL THEN '
+    "(i - 1)::VARCHAR || a END), lambda a: a IS NOT NULL)"
+)
 KEPT = '"replay:kept"'  # the base rules' events of earlier queries (VIEW: those and the last's)
 MAX_REPORTED = 20  # bad lines reported one by one per input, then counted
 MAX_OBJECT = 16 * 1024 * 1024  # DuckDB's read_json maximum_object_size (its default)
@@ -312,7 +318,7 @@ class Plan:
 
     def rows(self, by_rowid: bool) -> str:
         """The rows replay handles, from the table, in input order: record, batch item, batch
-        size, kind, bad, the list of each rule's alert JSON or NULL, [the table's fields]."""
+        size, kind, bad, the row's alerts (`row_alerts`), [the table's fields]."""
         keys = (
             f'{self.record(True)} AS "replay:rec", NULL::BIGINT AS "replay:item", '
             'NULL::BIGINT AS "replay:n"'
@@ -321,7 +327,7 @@ class Plan:
         )
         shown = "".join(f", {_ident('replay:t:' + f)}" for f in TABLE_FIELDS) if self.table else ""
         return (
-            f'SELECT {keys}, "replay:kind", "replay:bad", "replay:alerts"{shown} FROM {ROWS} '
+            f'SELECT {keys}, "replay:kind", "replay:bad", {ALERTS}{shown} FROM {ROWS} '
             'WHERE "replay:shown"'  # in rowid order, as preserve_insertion_order keeps it
         )
 
@@ -1212,9 +1218,7 @@ class Replayer:
             self.progress_shown = True
 
     def emit(self, state: State, location: str, row: tuple[Any, ...]) -> None:
-        for n, alert in enumerate(row[5]):
-            if alert is None:
-                continue
+        for n, alert in row_alerts(row[5]):
             self.alerts[n] += 1
             if self.out_terminal and self.progress_shown:
                 with self.lock:
@@ -1457,10 +1461,11 @@ class Replayer:
                         raise SwitchToBatches(rec)
                 line = line_of(rec)
                 if fast and item is None and not row[4]:
-                    for n, alert in enumerate(row[5]):
-                        if alert is not None:
-                            alerts[n] += 1
-                            written.append(f"{prefixes[n]}{line}, {alert[1:]}\n")
+                    for entry in row[5]:  # row_alerts(row[5]), inline
+                        brace = entry.index("{")
+                        n = int(entry[:brace])
+                        alerts[n] += 1
+                        written.append(f"{prefixes[n]}{line}, {entry[brace + 1 :]}\n")
                     state.written = (line, -1)
                     continue
                 self.out.write("".join(written))
@@ -1851,6 +1856,14 @@ def _read_at_least(read: Callable[[int], bytes], size: int) -> bytes:
             break
         data += more
     return data
+
+
+def row_alerts(entries: list[str]) -> Iterator[tuple[int, str]]:
+    """A row's alerts, as the table holds them (each its rule's number, then the alert's JSON
+    object): (rule number, alert JSON)."""
+    for entry in entries:
+        brace = entry.index("{")
+        yield int(entry[:brace]), entry[brace:]
 
 
 def _cells(cells: list[tuple[Any, int]]) -> str:
