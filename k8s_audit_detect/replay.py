@@ -717,8 +717,12 @@ class _Scanned:
     """A file as the prescan found it: replay uses its scan only if the file is still that."""
 
     index: int  # its place among replay's inputs
-    name: str
+    fd: int  # open from the start, so that the child reads what the name named then
     identity: tuple[int, ...]  # device, inode, size, modification time
+
+
+def _identity(info: os.stat_result) -> tuple[int, ...]:
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 class Prescan:
@@ -726,9 +730,10 @@ class Prescan:
     process forked before replay loads and converts its rules: about 0.3 s in which a core is
     otherwise idle, while the scan of a 1.7 GB file takes 0.35 s of CPU that, run beside DuckDB,
     slows its read of the file by as much. (A thread could not run then: the scan and the
-    start-up are both Python, and would take turns.) The child writes each file's numbers to a
-    pipe in input order; a file changed since is scanned again (ForkedScan). Without os.fork
-    (Windows), or for smaller files and streams, the scan is a thread beside DuckDB."""
+    start-up are both Python, and would take turns.) The child reads each file as it was open
+    at the start and writes its numbers to a pipe in input order; a file whose name no longer
+    names it, or that changed since, is scanned again (ForkedScan). Without os.fork (Windows),
+    or for smaller files and streams, the scan is a thread beside DuckDB."""
 
     def __init__(self, names: Sequence[str], size: int | None = None) -> None:
         size = PRESCAN_SIZE if size is None else size
@@ -742,11 +747,16 @@ class Prescan:
                 info = None if name == "-" else os.stat(name)
                 if info is None or not stat.S_ISREG(info.st_mode) or info.st_size < size:
                     continue
-                with open(name, "rb") as handle:
-                    if handle.read(len(GZIP_MAGIC)) == GZIP_MAGIC:
-                        continue
-                identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-                self.files[index] = _Scanned(index, name, identity)
+                fd = os.open(name, os.O_RDONLY)
+                scanned = None
+                try:
+                    if os.pread(fd, len(GZIP_MAGIC), 0) != GZIP_MAGIC:  # gzip: a stream
+                        scanned = _Scanned(index, fd, _identity(os.fstat(fd)))
+                finally:
+                    if scanned is None:
+                        os.close(fd)
+                if scanned is not None:
+                    self.files[index] = scanned
 
     def __enter__(self) -> Prescan:
         if self.files and hasattr(os, "fork"):
@@ -755,8 +765,9 @@ class Prescan:
             if self.pid == 0:  # the child: scans, writes, and leaves without cleaning up
                 code = 1
                 with contextlib.suppress(BaseException):
-                    for fd in (read, 0, 1, 2):  # a reader of replay's output waits for no child
-                        with contextlib.suppress(OSError):
+                    kept = {scanned.fd for scanned in self.files.values()}
+                    for fd in {read, 0, 1, 2} - kept:  # a reader of replay's output waits for
+                        with contextlib.suppress(OSError):  # no child
                             os.close(fd)
                     self._scan_all(write)
                     code = 0
@@ -775,14 +786,14 @@ class Prescan:
         if self.pipe is not None:
             os.close(self.pipe)
             self.pipe = None
+        for scanned in self.files.values():
+            os.close(scanned.fd)
+        self.files.clear()
 
     def _scan_all(self, out: int) -> None:
         for scanned in self.files.values():
-            fd = os.open(scanned.name, os.O_RDONLY)
-            try:
-                scan = LineScan(LineCursor(FdReader(fd, offset=0).readinto, b"")).scan_here()
-            finally:
-                os.close(fd)
+            reader = FdReader(scanned.fd, offset=0)
+            scan = LineScan(LineCursor(reader.readinto, b"")).scan_here()
             numbers = array.array("q", [scanned.index, scan.passed, len(scan.blanks)])
             numbers.extend(scan.blanks)
             data = memoryview(numbers.tobytes())
@@ -794,8 +805,7 @@ class Prescan:
         scanned = self.files.get(index)
         if scanned is None or self.pipe is None:
             return None
-        info = os.fstat(fd)
-        if (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns) != scanned.identity:
+        if _identity(os.fstat(fd)) != scanned.identity:
             return None
         return ForkedScan(self, index, cursor)
 
