@@ -823,9 +823,10 @@ class Prescan:
             self.results[found] = (array.array("q", blanks).tolist(), passed)
         return self.results.pop(index, None)
 
-    def _read(self, size: int) -> bytes | None:
+    def _read(self, size: int) -> bytearray | None:
+        """Exactly size bytes from the child (None if it stopped before)."""
         assert self.pipe is not None
-        data = b""
+        data = bytearray()
         while len(data) < size:
             more = os.read(self.pipe, size - len(data))
             if not more:
