@@ -678,15 +678,14 @@ class LineScan(threading.Thread):
 
 
 class ForkedScan:
-    """A file's LineScan done by the prescan's child process (Prescan): the same numbers,
-    read from the child once DuckDB has read the file. If the child could not give them, the
-    scan is done here instead, as a LineScan would."""
+    """The first input's LineScan done by the prescan's child process (Prescan): the same
+    numbers, read from the child once DuckDB has read the file. If the child could not give
+    them, the scan is done here instead, as a LineScan would."""
 
-    def __init__(self, prescan: Prescan, index: int, cursor: Callable[[], LineCursor]) -> None:
+    def __init__(self, prescan: Prescan, cursor: Callable[[], LineCursor]) -> None:
         self.prescan = prescan
-        self.index = index
         self.cursor = cursor
-        self.blanks: list[int] = []
+        self.blanks: Sequence[int] = []
         self.passed = 0
         self.finished = False
 
@@ -697,13 +696,13 @@ class ForkedScan:
         if self.finished:
             return
         self.finished = True
-        found = self.prescan.result(self.index)
+        found = self.prescan.result()
         if found is None:  # the child died or failed: scan here
             scan = LineScan(self.cursor()).scan_here()
             self.blanks, self.passed = scan.blanks, scan.passed
         else:
             self.blanks, self.passed = found
-            self.prescan.used += 1
+            self.prescan.used = True
 
     def stop(self) -> None:
         pass
@@ -712,64 +711,56 @@ class ForkedScan:
         return rec + bisect.bisect_left(self.blanks, rec)
 
 
-@dataclass(frozen=True)
-class _Scanned:
-    """A file as the prescan found it: replay uses its scan only if the file is still that."""
-
-    index: int  # its place among replay's inputs
-    fd: int  # open from the start, so that the child reads what the name named then
-    identity: tuple[int, ...]  # device, inode, size, modification time
-
-
 def _identity(info: os.stat_result) -> tuple[int, ...]:
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    """What says a file is still the one scanned: device, inode, size, the times it was
+    written and its inode changed (which `touch` cannot set back)."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 class Prescan:
-    """The line scans of replay's large plain files (PRESCAN_SIZE and up), done by one child
-    process forked before replay loads and converts its rules: about 0.3 s in which a core is
-    otherwise idle, while the scan of a 1.7 GB file takes 0.35 s of CPU that, run beside DuckDB,
-    slows its read of the file by as much. (A thread could not run then: the scan and the
-    start-up are both Python, and would take turns.) The child reads each file as it was open
-    at the start and writes its numbers to a pipe in input order; a file whose name no longer
-    names it, or that changed since, is scanned again (ForkedScan). Without os.fork (Windows),
-    or for smaller files and streams, the scan is a thread beside DuckDB."""
+    """The line scan of replay's first input, if it is a large plain file (PRESCAN_SIZE and
+    up), done by a child process forked before replay loads and converts its rules: about
+    0.3 s in which a core is otherwise idle, while the scan of a 1.7 GB file takes 0.35 s of
+    CPU that, run beside DuckDB, slows its read of the file by as much. (A thread could not
+    run then: the scan and the start-up are both Python, and would take turns.) The child
+    reads the file as it was open at the start and writes its numbers to a pipe; the parent
+    reads them, and reaps the child, when DuckDB has read the file. If the file changed since,
+    or its name no longer names it, it is scanned again (ForkedScan). Later inputs, which no
+    start-up precedes, smaller files and streams, and every file without os.fork (Windows),
+    are scanned by a thread beside DuckDB."""
 
     def __init__(self, names: Sequence[str], size: int | None = None) -> None:
         size = PRESCAN_SIZE if size is None else size
-        self.files: dict[int, _Scanned] = {}
+        self.fd: int | None = None  # the first input's, open from the start
+        self.identity: tuple[int, ...] = ()
         self.pid = 0
         self.pipe: int | None = None
-        self.results: dict[int, tuple[list[int], int]] = {}
-        self.used = 0  # files whose scan came from the child
-        for index, name in enumerate(names):
-            with contextlib.suppress(OSError):  # said by check_input, once replay starts
-                info = None if name == "-" else os.stat(name)
-                if info is None or not stat.S_ISREG(info.st_mode) or info.st_size < size:
-                    continue
-                fd = os.open(name, os.O_RDONLY)
-                scanned = None
-                try:
-                    if os.pread(fd, len(GZIP_MAGIC), 0) != GZIP_MAGIC:  # gzip: a stream
-                        scanned = _Scanned(index, fd, _identity(os.fstat(fd)))
-                finally:
-                    if scanned is None:
-                        os.close(fd)
-                if scanned is not None:
-                    self.files[index] = scanned
+        self.used = False  # whether the scan came from the child
+        name = names[0] if names else "-"
+        with contextlib.suppress(OSError):  # said by check_input, once replay starts
+            info = None if name == "-" else os.stat(name)
+            if info is None or not stat.S_ISREG(info.st_mode) or info.st_size < size:
+                return
+            fd = os.open(name, os.O_RDONLY)
+            try:
+                if os.pread(fd, len(GZIP_MAGIC), 0) != GZIP_MAGIC:  # gzip: read as a stream
+                    self.identity, self.fd = _identity(os.fstat(fd)), fd
+            finally:
+                if self.fd is None:
+                    os.close(fd)
 
     def __enter__(self) -> Prescan:
-        if self.files and hasattr(os, "fork"):
+        if self.fd is not None and hasattr(os, "fork"):
             read, write = os.pipe()
             self.pid = os.fork()
             if self.pid == 0:  # the child: scans, writes, and leaves without cleaning up
                 code = 1
                 with contextlib.suppress(BaseException):
-                    kept = {scanned.fd for scanned in self.files.values()}
-                    for fd in {read, 0, 1, 2} - kept:  # a reader of replay's output waits for
-                        with contextlib.suppress(OSError):  # no child
-                            os.close(fd)
-                    self._scan_all(write)
+                    for fd in (read, 0, 1, 2):  # a reader of replay's output waits for no
+                        if fd != self.fd:  # child
+                            with contextlib.suppress(OSError):
+                                os.close(fd)
+                    self._scan(write)
                     code = 0
                 os._exit(code)
             os.close(write)
@@ -777,51 +768,54 @@ class Prescan:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close(kill=True)
+
+    def close(self, kill: bool = False) -> None:
+        """The child reaped (killed first, if asked), the pipe and the file closed."""
         if self.pid:
-            with contextlib.suppress(OSError):
-                os.kill(self.pid, signal.SIGKILL)
+            if kill:
+                with contextlib.suppress(OSError):
+                    os.kill(self.pid, signal.SIGKILL)
             with contextlib.suppress(OSError):
                 os.waitpid(self.pid, 0)
             self.pid = 0
         if self.pipe is not None:
             os.close(self.pipe)
             self.pipe = None
-        for scanned in self.files.values():
-            os.close(scanned.fd)
-        self.files.clear()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
-    def _scan_all(self, out: int) -> None:
-        for scanned in self.files.values():
-            reader = FdReader(scanned.fd, offset=0)
-            scan = LineScan(LineCursor(reader.readinto, b"")).scan_here()
-            numbers = array.array("q", [scanned.index, scan.passed, len(scan.blanks)])
-            numbers.extend(scan.blanks)
-            data = memoryview(numbers.tobytes())
-            while data:
-                data = data[os.write(out, data) :]
+    def _scan(self, out: int) -> None:
+        assert self.fd is not None
+        scan = LineScan(LineCursor(FdReader(self.fd, offset=0).readinto, b"")).scan_here()
+        numbers = array.array("q", [scan.passed, len(scan.blanks)])
+        numbers.extend(scan.blanks)
+        data = memoryview(numbers.tobytes())
+        while data:
+            data = data[os.write(out, data) :]
 
     def scan(self, index: int, fd: int, cursor: Callable[[], LineCursor]) -> ForkedScan | None:
         """The prescan's scan of input `index`, open as fd, if it has one."""
-        scanned = self.files.get(index)
-        if scanned is None or self.pipe is None:
+        if index != 0 or self.pipe is None:
             return None
-        if _identity(os.fstat(fd)) != scanned.identity:
+        if _identity(os.fstat(fd)) != self.identity:
+            self.close(kill=True)
             return None
-        return ForkedScan(self, index, cursor)
+        return ForkedScan(self, cursor)
 
-    def result(self, index: int) -> tuple[list[int], int] | None:
-        """Input index's blank lines (by the records before each) and lines, from the child;
-        None if it failed."""
-        while index not in self.results and self.pipe is not None:
-            head = self._read(3 * 8)
-            if head is None:
-                break
-            found, passed, count = array.array("q", head)
+    def result(self) -> tuple[Sequence[int], int] | None:
+        """The file's blank lines (by the records before each) and lines, from the child,
+        which is then reaped; None if it failed."""
+        head = self._read(2 * 8)
+        found = None
+        if head is not None:
+            passed, count = array.array("q", head)
             blanks = self._read(count * 8)
-            if blanks is None:
-                break
-            self.results[found] = (array.array("q", blanks).tolist(), passed)
-        return self.results.pop(index, None)
+            if blanks is not None:
+                found = array.array("q", blanks), passed
+        self.close(kill=found is None)
+        return found
 
     def _read(self, size: int) -> bytearray | None:
         """Exactly size bytes from the child (None if it stopped before)."""

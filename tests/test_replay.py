@@ -888,16 +888,18 @@ def test_lines_and_items_match_a_reference(tmp_path: Path, pairs, monkeypatch, h
     if how == "changed-after-prescan":
         path.write_bytes(b"{}\n" * (len(data) + 1))
     if how == "prescan-failed":
-        monkeypatch.setattr(replay.Prescan, "_scan_all", scan_and_fail)
+        monkeypatch.setattr(replay.Prescan, "_scan", scan_and_fail)
     if how == "prescan-without-fork":
         monkeypatch.delattr(os, "fork", raising=False)  # (every example of the test)
-    with replay.Prescan([str(path)], size=0) as prescan:
-        if how == "changed-after-prescan":
-            path.write_bytes(data)
-        code, alerts, err = replay_in_process(
-            [str(path)], pairs, prescan=prescan if how in PRESCANNED else None
-        )
-    assert prescan.used == (how == "prescanned")  # the child's numbers, or a thread's
+    if how in PRESCANNED:
+        with replay.Prescan([str(path)], size=0) as prescan:
+            if how == "changed-after-prescan":
+                path.write_bytes(data)
+            code, alerts, err = replay_in_process([str(path)], pairs, prescan=prescan)
+            assert prescan.pid == 0  # reaped once read, not left for the rest of the run
+        assert prescan.used == (how == "prescanned")  # the child's numbers, or a thread's
+    else:
+        code, alerts, err = replay_in_process([str(path)], pairs)
     assert [(a["auditID"], a["line"], a.get("item")) for a in alerts] == expected
     reported = [int(x.split(":")[2]) for x in err.splitlines() if x.endswith("(skipped)")]
     assert reported == bad
@@ -948,6 +950,28 @@ def test_stream_blocks_match_a_reference(
     assert all(block.endswith(b"\n") for block in blocks[:-1])
 
 
+def test_a_file_rewritten_in_place_after_the_prescan_is_scanned_again(
+    tmp_path: Path, pairs
+) -> None:
+    """The same file, rewritten in place to the same size, its modification time set back (as
+    a log tool might): the blank lines the prescan found are no longer where they were, and
+    the alerts are at the lines DuckDB read them from."""
+    events = [labelled(n) for n in range(20)]
+    body = b"".join(line(e) + b"\n" for e, _ in events)
+    log = tmp_path / "audit.log"
+    log.write_bytes(b"\n\n\n" + body)
+    before = log.stat()
+    with replay.Prescan([str(log)], size=0) as prescan:
+        time.sleep(0.05)  # past the clock tick that stamped the file's times
+        with log.open("r+b") as rewrite:
+            rewrite.write(body + b"\n\n\n")
+        os.utime(log, ns=(before.st_atime_ns, before.st_mtime_ns))
+        code, alerts, err = replay_in_process([str(log)], pairs, prescan=prescan)
+    expected = [(e["auditID"], n) for n, (e, alerting) in enumerate(events, 1) if alerting]
+    assert [(a["auditID"], a["line"]) for a in alerts] == expected
+    assert not prescan.used
+
+
 def test_convert_py_scans_a_files_lines_while_it_loads_the_rules(
     tmp_path: Path, monkeypatch, capsys
 ) -> None:
@@ -957,7 +981,7 @@ def test_convert_py_scans_a_files_lines_while_it_loads_the_rules(
     from k8s_audit_detect.cli import main
 
     monkeypatch.setattr(replay, "PRESCAN_SIZE", 0)
-    used: list[int] = []
+    used: list[bool] = []
     leave = replay.Prescan.__exit__
 
     def noted(self: replay.Prescan, *exc: object) -> None:
@@ -973,7 +997,7 @@ def test_convert_py_scans_a_files_lines_while_it_loads_the_rules(
     assert main(["replay", str(log)], root=ROOT) == 0
     found = [(a["auditID"], a["line"]) for a in alerts_of(capsys.readouterr().out.encode())]
     assert found == expected
-    assert used == [1]
+    assert used == [True]
 
 
 def test_each_alert_is_at_its_own_line(tmp_path: Path, pairs) -> None:
