@@ -16,6 +16,7 @@ import functools
 import importlib
 import json
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -983,20 +984,29 @@ def main(
         if no_project is not None:
             raise no_project
         if args.command == "replay":
-            from k8s_audit_detect.replay import Prescan, run_replay
+            from k8s_audit_detect.replay import EXIT_SIGNAL, Prescan, run_replay
 
-            with Prescan(args.files) as prescan:  # the large files' line scans, meanwhile
-                plan = replay_queries(load_rules(replay_envs))
-                return run_replay(
-                    args.files,
-                    plan.rules,
-                    sys.stdout,
-                    sys.stderr,
-                    replay_format,
-                    correlations=plan.correlations,
-                    base_queries=plan.base_queries,
-                    prescan=prescan,
+            if sys.stdout is None:
+                raise UserError(
+                    "replay: standard output is closed; the alerts go there: send it to a file "
+                    "or a pipe (convert.py replay FILE > alerts.jsonl)"
                 )
+            try:
+                with Prescan(args.files) as prescan:  # a large file's line scan, meanwhile
+                    plan = replay_queries(load_rules(replay_envs))
+                    return run_replay(
+                        args.files,
+                        plan.rules,
+                        sys.stdout,
+                        sys.stderr,
+                        replay_format,
+                        correlations=plan.correlations,
+                        base_queries=plan.base_queries,
+                        prescan=prescan,
+                    )
+            except KeyboardInterrupt:  # Ctrl-C before replay's own handling of it began
+                print(f"{prog}: replay: stopped by SIGINT before reading", file=sys.stderr)
+                return EXIT_SIGNAL + signal.SIGINT
         if args.list:
             print(list_targets())
             return 0

@@ -773,6 +773,50 @@ def test_a_signal_flushes_the_alerts_so_far(tmp_path: Path, signum: int) -> None
     no_traceback(text)
 
 
+def test_ctrl_c_while_the_rules_load_ends_quietly(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Ctrl-C before replay reads anything (pySigma loading the rules, the prescan's child
+    running): one line, 130, no traceback, no child left."""
+    from k8s_audit_detect import cli
+
+    log = tmp_path / "audit.log"
+    log.write_bytes(b"".join(line(e) + b"\n" for e in alerting_events(10)))
+    monkeypatch.setattr(replay, "PRESCAN_SIZE", 0)
+    children: list[int] = []
+    enter = replay.Prescan.__enter__
+
+    def noted(self: replay.Prescan) -> replay.Prescan:
+        enter(self)
+        children.append(self.pid)
+        return self
+
+    def interrupted(envs: list[str]) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(replay.Prescan, "__enter__", noted)
+    monkeypatch.setattr(cli, "load_rules", interrupted)
+    assert cli.main(["replay", str(log)], root=ROOT) == replay.EXIT_SIGNAL + signal.SIGINT
+    err = capsys.readouterr().err
+    assert err == "convert.py: replay: stopped by SIGINT before reading\n"
+    assert children and children[0] > 0
+    with pytest.raises(ChildProcessError):
+        os.waitpid(children[0], os.WNOHANG)  # reaped already
+
+
+def test_a_closed_stdout_is_said_so(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    log.write_bytes(b"".join(line(e) + b"\n" for e in alerting_events(10)))
+    result = subprocess.run(
+        [sys.executable, "convert.py", "replay", str(log)],
+        cwd=ROOT,
+        capture_output=False,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert "standard output is closed" in one_error_line(result)
+
+
 def test_a_progress_line_on_a_terminal(tmp_path: Path) -> None:
     """Inputs that take more than a few seconds show where replay is, on stderr, when stderr
     is a terminal."""
