@@ -724,10 +724,10 @@ class Prescan:
     CPU that, run beside DuckDB, slows its read of the file by as much. (A thread could not
     run then: the scan and the start-up are both Python, and would take turns.) The child
     reads the file as it was open at the start and writes its numbers to a pipe; the parent
-    reads them, and reaps the child, when DuckDB has read the file. If the file changed since,
-    or its name no longer names it, it is scanned again (ForkedScan). Later inputs, which no
-    start-up precedes, smaller files and streams, and every file without os.fork (Windows),
-    are scanned by a thread beside DuckDB."""
+    reads them, and reaps the child, when DuckDB has read the file. A file that changed
+    since, or whose name no longer names it, is scanned by a thread beside DuckDB instead, as
+    are later inputs (no start-up precedes them), smaller files, streams, and every file
+    without os.fork (Windows); so is the file if the child fails (ForkedScan)."""
 
     def __init__(self, names: Sequence[str], size: int | None = None) -> None:
         size = PRESCAN_SIZE if size is None else size
