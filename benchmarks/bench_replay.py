@@ -161,7 +161,7 @@ def with_one_malformed_line(source: Path, target: Path) -> None:
 
 
 # Every rule in the repository (RULES: loaded and converted), as `convert.py replay` runs them:
-# the large files' line scans start before the rules load (Prescan), then one pass.
+# the first input's line scan starts before the rules load (Prescan), then one pass.
 RULES = """
 import sys
 from pathlib import Path

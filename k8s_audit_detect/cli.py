@@ -989,7 +989,7 @@ def main(
             if sys.stdout is None:
                 raise UserError(
                     "replay: standard output is closed; the alerts go there: send it to a file "
-                    "or a pipe (convert.py replay FILE > alerts.jsonl)"
+                    f"or a pipe ({prog} replay FILE > alerts.jsonl)"
                 )
             try:
                 with Prescan(args.files) as prescan:  # a large file's line scan, meanwhile
