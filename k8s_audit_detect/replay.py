@@ -795,9 +795,10 @@ class Prescan:
         while data:
             data = data[os.write(out, data) :]
 
-    def scan(self, index: int, fd: int, cursor: Callable[[], LineCursor]) -> ForkedScan | None:
-        """The prescan's scan of input `index`, open as fd, if it has one."""
-        if index != 0 or self.pipe is None:
+    def scan(self, fd: int, cursor: Callable[[], LineCursor]) -> ForkedScan | None:
+        """The prescan's scan of the file open as fd, if it is the file scanned (the first
+        input, or the same file again) and the numbers are not taken yet."""
+        if self.pipe is None:
             return None
         if _identity(os.fstat(fd)) != self.identity:
             self.close(kill=True)
@@ -1142,7 +1143,6 @@ class State:
 
     name: str
     quoted: str
-    index: int = 0  # its place among the inputs
     fmt: str = NEWLINE_DELIMITED
     batches: bool = False
     tally: Tally = field(default_factory=Tally)
@@ -1290,8 +1290,8 @@ class Replayer:
         fds = {fmt: _memory_file(text.encode()) for fmt, text in ((ARRAY, f"[{end}]\n"), ("", end))}
         self.sentinels = {fmt: _fd_path(fd) for fmt, fd in fds.items()}
         try:
-            for index, inp in enumerate(inputs):
-                state = State(inp.name, json.dumps(inp.name, ensure_ascii=False), index)
+            for inp in inputs:
+                state = State(inp.name, json.dumps(inp.name, ensure_ascii=False))
                 self.states.append(state)
                 self.replay(inp, state)
                 more = state.tally.bad_records + state.tally.bad_items - state.reported
@@ -1351,7 +1351,7 @@ class Replayer:
         def cursor() -> LineCursor:
             return LineCursor(FdReader(fd, offset=0).readinto, self.placeholder)
 
-        scan = self.prescan.scan(state.index, fd, cursor) if self.prescan else None
+        scan = self.prescan.scan(fd, cursor) if self.prescan else None
         self.lines(state, _fd_path(fd), cursor, scan)
 
     def stream(self, state: State, reader: FdReader) -> None:
