@@ -20,11 +20,11 @@ import signal
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from k8s_audit_detect import UserError, artifacts, correlations, paths, rules
+from k8s_audit_detect import UserError, artifacts, conversion_cache, correlations, paths, rules
 from k8s_audit_detect.rules import rule_stem, sigma_rules
 
 if TYPE_CHECKING:  # pySigma is imported where it is used: --help and --list stay instant
@@ -34,6 +34,8 @@ if TYPE_CHECKING:  # pySigma is imported where it is used: --help and --list sta
     from sigma.processing.pipeline import ProcessingPipeline
     from sigma.rule import SigmaRule
     from sigma.types import SigmaType
+
+    from k8s_audit_detect.replay import ReplayRule
 
 from k8s_audit_detect.targets import (
     ARTIFACTS,
@@ -67,6 +69,7 @@ __all__ = [
     "refusal",
     "output_rules",
     "render",
+    "replay_plan",
     "replay_queries",
     "rule_cards",
     "rule_stem",
@@ -177,24 +180,78 @@ def _pipeline(target: Target) -> ProcessingPipeline:
 
 @dataclass
 class ReplayQueries:
-    """What `convert.py replay` runs for a set of rules (the duckdb target's queries)."""
+    """What `convert.py replay` runs for a set of rules (the duckdb target's queries), as plain
+    data: what the conversion cache keeps."""
 
-    rules: list[tuple[SigmaRule, str]]  # each plain rule (not a base rule) and its query
-    correlations: list[tuple[SigmaCorrelationRule, str]]  # each correlation rule and its query
+    rules: list[ReplayRule]  # each plain rule (not a base rule)
+    correlations: list[ReplayRule]  # each correlation rule
     base_queries: list[str]  # the queries of the correlations' base rules, each once
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rules": [asdict(rule) for rule in self.rules],
+            "correlations": [asdict(rule) for rule in self.correlations],
+            "base_queries": list(self.base_queries),
+        }
+
+    @classmethod
+    def from_json(cls, value: Any) -> ReplayQueries:
+        """The queries to_json gave; ValueError if value is not that."""
+        from k8s_audit_detect.replay import ReplayRule
+
+        def rule(item: Any) -> ReplayRule:
+            read = ReplayRule(**item)
+            fields = tuple(read.fields)
+            texts = [read.id, read.title, read.query, *fields]
+            optional = [read.level, read.correlation]
+            if not all(isinstance(text, str) for text in [*texts, *filter(None, optional)]):
+                raise ValueError(f"not a converted rule: {item!r:.80}")
+            return replace(read, fields=fields)
+
+        try:
+            found = cls(
+                rules=[rule(item) for item in value["rules"]],
+                correlations=[rule(item) for item in value["correlations"]],
+                base_queries=list(value["base_queries"]),
+            )
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"not replay's queries: {error}") from error
+        if not all(isinstance(query, str) for query in found.base_queries):
+            raise ValueError("not replay's queries: a base query is not a string")
+        return found
 
 
 def replay_queries(collection: SigmaCollection) -> ReplayQueries:
     """The rules of a collection as replay runs them."""
+    from k8s_audit_detect.correlate import correlation_rule
+    from k8s_audit_detect.replay import plain_rule
+
     queries = convert_target(REPLAY_TARGET, collection)
     plain = [rule for rule in sigma_rules(collection) if rule._output]
     found = correlations.correlation_rules(collection)
     bases = {id(b): b for rule in found for b in correlations.base_rules(rule)}
     return ReplayQueries(
-        rules=[(rule, queries[rule_stem(rule)]) for rule in plain],
-        correlations=[(rule, queries[rule_stem(rule)]) for rule in found],
+        rules=[plain_rule(rule, queries[rule_stem(rule)]) for rule in plain],
+        correlations=[correlation_rule(rule, queries[rule_stem(rule)]) for rule in found],
         base_queries=[query for _, query in convert_plain(REPLAY_TARGET, list(bases.values()))],
     )
+
+
+def replay_plan(envs: Sequence[str] = ()) -> ReplayQueries:
+    """The project's rules as replay runs them with these environments' filters (and the
+    organisation's): converted once, then taken from the conversion cache until a rule,
+    filter, pipeline or the converting code changes."""
+    try:
+        key = conversion_cache.fingerprint(envs)
+    except OSError:  # a file went away as it was read: convert, keep nothing
+        return replay_queries(load_rules(envs))
+    with contextlib.suppress(ValueError):
+        kept = conversion_cache.read(envs, key)
+        if kept is not None:
+            return ReplayQueries.from_json(kept)
+    plan = replay_queries(load_rules(envs))
+    conversion_cache.write(envs, key, plan.to_json())
+    return plan
 
 
 def convert_correlations(target: Target, collection: SigmaCollection) -> dict[str, str]:
@@ -993,7 +1050,7 @@ def main(
                 )
             try:
                 with Prescan(args.files) as prescan:  # a large file's line scan, meanwhile
-                    plan = replay_queries(load_rules(replay_envs))
+                    plan = replay_plan(replay_envs)
                     return run_replay(
                         args.files,
                         plan.rules,

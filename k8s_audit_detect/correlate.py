@@ -16,13 +16,17 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from k8s_audit_detect.replay import ALERT_FIELDS, detection_fields
+from k8s_audit_detect.replay import ALERT_FIELDS, ReplayRule, detection_fields
 
 if TYPE_CHECKING:
     from sigma.correlations import SigmaCorrelationRule
 
 # Columns of a correlation's result that are not the group's key.
 RESULT_COLUMNS = ("first_seen", "last_seen", "events")
+# An event's time in the correlations' queries (correlation_backends.py, DuckDB), NULL when it
+# does not parse: replay counts those events. Here, not there: replay reads the correlations
+# from its cache without importing pySigma's backends.
+DUCKDB_EVENT_TIME = "timezone('UTC', TRY_CAST(\"requestReceivedTimestamp\" AS TIMESTAMPTZ))"
 
 
 def fields_read(rule: SigmaCorrelationRule) -> list[str]:
@@ -35,14 +39,26 @@ def fields_read(rule: SigmaCorrelationRule) -> list[str]:
     return list(dict.fromkeys([*found, *correlation_fields(rule), *ALERT_FIELDS]))
 
 
-def alert(rule: SigmaCorrelationRule, row: dict[str, Any]) -> str:
+def correlation_rule(rule: SigmaCorrelationRule, query: str) -> ReplayRule:
+    """A correlation rule and its duckdb query, as replay takes them."""
+    return ReplayRule(
+        id=str(rule.id),
+        title=rule.title,
+        level=rule.level.name.lower() if rule.level else None,
+        fields=tuple(fields_read(rule)),
+        query=query,
+        correlation=rule.type.name.lower(),
+    )
+
+
+def alert(rule: ReplayRule, row: dict[str, Any]) -> str:
     """One alert line: the rule, the group's key, its span, the value and the events."""
-    metric = rule.type.name.lower()
+    metric = str(rule.correlation)  # a correlation rule's type
     group = {k: v for k, v in row.items() if k not in (*RESULT_COLUMNS, metric)}
     line = {
-        "rule_id": str(rule.id),
+        "rule_id": rule.id,
         "rule": rule.title,
-        "level": rule.level.name.lower() if rule.level else None,
+        "level": rule.level,
         "correlation": metric,
         "group": group,
         "first_seen": row["first_seen"],
@@ -54,11 +70,11 @@ def alert(rule: SigmaCorrelationRule, row: dict[str, Any]) -> str:
 
 
 def correlate_table(
-    connection: Any, correlations: Sequence[tuple[SigmaCorrelationRule, str]]
+    connection: Any, correlations: Sequence[ReplayRule]
 ) -> Iterator[tuple[str, str]]:
     """(rule id, alert line) for each correlation's groups, over the view `k8s_audit` of the
     events the base rules match (replay fills it as it reads each input)."""
-    for rule, query in correlations:
-        result = connection.execute(f"SELECT to_json(alert) FROM ({query}) AS alert")
+    for rule in correlations:
+        result = connection.execute(f"SELECT to_json(alert) FROM ({rule.query}) AS alert")
         for (row,) in result.fetchall():
-            yield str(rule.id), alert(rule, json.loads(row))
+            yield rule.id, alert(rule, json.loads(row))

@@ -38,6 +38,8 @@ from sigma.correlations import (
     SigmaRuleReference,
 )
 
+from k8s_audit_detect.correlate import DUCKDB_EVENT_TIME
+
 EXPRESSION = re.compile(r"[(\[]")
 
 
@@ -233,9 +235,6 @@ class CorrelationContext:
 # TIMESTAMPTZ keeps it. An event without a group-by value (or, counting values, without the
 # value) is in no group: left out (a NULL key would otherwise make a group of its own).
 
-DUCKDB_EVENT_TIME = (  # replay counts the NULLs
-    "timezone('UTC', TRY_CAST(\"requestReceivedTimestamp\" AS TIMESTAMPTZ))"
-)
 DUCKDB_EVENTS = f"""WITH matched AS (
 {{search}}
 ),

@@ -53,7 +53,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 from k8s_audit_detect import UserError
 
 if TYPE_CHECKING:
-    from sigma.correlations import SigmaCorrelationRule
     from sigma.rule import SigmaRule
 
 # Audit Event paths whose DuckDB type is not VARCHAR (kubernetes/apiserver
@@ -230,6 +229,32 @@ def column_expression(field: str, columns: dict[str, str]) -> str:
 
 
 @dataclass(frozen=True)
+class ReplayRule:
+    """A converted rule as replay takes it, plain data without pySigma's objects (what
+    `convert.py replay` keeps between runs, k8s_audit_detect/conversion_cache.py): the rule's
+    identity for its alerts and the summary, the audit paths it reads, its duckdb query and,
+    for a correlation rule, its type (event_count, value_count, temporal, temporal_ordered)."""
+
+    id: str
+    title: str
+    level: str | None
+    fields: tuple[str, ...]  # a plain rule's: rule_fields; a correlation's: what it reads
+    query: str
+    correlation: str | None = None
+
+
+def plain_rule(rule: SigmaRule, query: str) -> ReplayRule:
+    """A plain rule (not a correlation) and its duckdb query, as replay takes them."""
+    return ReplayRule(
+        id=str(rule.id),
+        title=rule.title,
+        level=rule.level.name.lower() if rule.level else None,
+        fields=tuple(rule_fields(rule)),
+        query=query,
+    )
+
+
+@dataclass(frozen=True)
 class Rule:
     """One rule as replay runs it: its condition and the fields its alerts carry."""
 
@@ -267,16 +292,16 @@ def _ast(sql: str, connection: Any) -> Any:
     return strip(json.loads(text))
 
 
-def compile_rules(pairs: list[tuple[SigmaRule, str]], connection: Any) -> list[Rule]:
+def compile_rules(rules: Sequence[ReplayRule], connection: Any) -> list[Rule]:
     return [
         Rule(
-            id=str(rule.id),
+            id=rule.id,
             title=rule.title,
-            level=rule.level.name.lower() if rule.level else None,
-            fields=tuple(rule_fields(rule)),
-            condition=rule_condition(query, connection),
+            level=rule.level,
+            fields=rule.fields,
+            condition=rule_condition(rule.query, connection),
         )
-        for rule, query in pairs
+        for rule in rules
     ]
 
 
@@ -1162,18 +1187,16 @@ class Replayer:
         out: TextIO,
         err: TextIO,
         fmt: str,
-        correlations: Sequence[tuple[SigmaCorrelationRule, str]] = (),
+        correlations: Sequence[ReplayRule] = (),
         base: Sequence[str] = (),
         prescan: Prescan | None = None,
     ):
-        from k8s_audit_detect.correlate import fields_read
-
         self.prescan = prescan
         self.rules = rules
         self.correlations = list(correlations)
         self.correlation_alerts = [0] * len(self.correlations)
         self.token = f"replay:end:{uuid.uuid4().hex}"
-        keep = dict.fromkeys(f for rule, _ in self.correlations for f in fields_read(rule))
+        keep = dict.fromkeys(f for rule in self.correlations for f in rule.fields)
         self.plan = Plan(rules, self.token, fmt == "table", base if correlations else (), keep)
         # the base rules' events: None before the first query, then the SELECT of those in
         # ROWS not yet copied into KEPT ("" if none)
@@ -1261,7 +1284,7 @@ class Replayer:
     def summary(self, stopped: str | None = None) -> None:
         for rule, count in zip(self.rules, self.alerts, strict=True):
             self.warn(f"{count:>9,}  {rule.title} ({rule.id})")
-        for (correlation, _), count in zip(self.correlations, self.correlation_alerts, strict=True):
+        for correlation, count in zip(self.correlations, self.correlation_alerts, strict=True):
             self.warn(f"{count:>9,}  {correlation.title} ({correlation.id}, correlation)")
         tallies = [s.tally for s in self.states]
         bad_lines = sum(t.bad_records for t in tallies)
@@ -1580,8 +1603,7 @@ class Replayer:
     def correlate(self) -> None:
         """Each correlation rule over the events of every input that its base rules match: one
         alert per correlated group (its key, when it started and ended, its events)."""
-        from k8s_audit_detect.correlate import correlate_table
-        from k8s_audit_detect.correlation_backends import DUCKDB_EVENT_TIME
+        from k8s_audit_detect.correlate import DUCKDB_EVENT_TIME, correlate_table
 
         if self.kept is None:
             return
@@ -1595,7 +1617,7 @@ class Replayer:
                 f"{_plural(self.untimed, 'event')} that the correlations' base rules match "
                 "without a valid requestReceivedTimestamp: the correlations leave them out"
             )
-        ids = {str(rule.id): n for n, (rule, _) in enumerate(self.correlations)}
+        ids = {rule.id: n for n, rule in enumerate(self.correlations)}
         for rule_id, alert in correlate_table(self.connection, self.correlations):
             self.correlation_alerts[ids[rule_id]] += 1
             if self.format == "json":
@@ -1625,11 +1647,11 @@ class Replayer:
 
 def run_replay(
     files: list[Path] | list[str],
-    rules: list[tuple[SigmaRule, str]],
+    rules: Sequence[ReplayRule],
     out: TextIO,
     err: TextIO,
     fmt: str = "json",
-    correlations: Sequence[tuple[SigmaCorrelationRule, str]] = (),
+    correlations: Sequence[ReplayRule] = (),
     base_queries: Sequence[str] = (),
     prescan: Prescan | None = None,
 ) -> int:

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,16 @@ SHIPPED_CORRELATION_STEMS = (
     "correlation_lateral_movement_kubernetes_pod_token_used_from_another_place",
 )
 TOKEN_RULE_ID = "6f2b7a6e-3d1c-4c8e-9b7a-2e4f5d8c1a90"  # the TokenRequest rule's Sigma id
+
+
+@pytest.fixture(scope="session", autouse=True)
+def conversion_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Replay's conversion cache (k8s_audit_detect/conversion_cache.py) in a folder of the
+    test session's, for it and the processes it starts: the user's ~/.cache is left alone."""
+    folder = tmp_path_factory.mktemp("xdg-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(folder))
+        yield folder / "k8s-audit-detect"
 
 
 @pytest.fixture(scope="session")

@@ -115,12 +115,12 @@ def _whole_value_wildcards(cls: type, *wildcards: str) -> str:
 
 def run_duckdb(query: str, rule: Any, events: Sequence[dict[str, Any]], tmp: Path) -> set[str]:
     """`convert.py replay`'s engine: the SQL over a JSON-lines audit log, on DuckDB."""
-    from k8s_audit_detect.replay import run_replay
+    from k8s_audit_detect.replay import plain_rule, run_replay
 
     log = tmp / "audit.jsonl"
     log.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
     out, err = io.StringIO(), io.StringIO()
-    run_replay([log], [(rule, query)], out, err)
+    run_replay([log], [plain_rule(rule, query)], out, err)
     # JSON lines end in \n only (a name may hold U+2028, which splitlines() would split at)
     return {json.loads(line)["auditID"] for line in out.getvalue().split("\n") if line}
 
@@ -388,6 +388,7 @@ def correlation_duckdb(
     half first (replay reads all files as one input, in any order), its base rules' events
     read once as replay reads them."""
     from convert import REPLAY_TARGET, convert_plain
+    from k8s_audit_detect.correlate import correlation_rule
     from k8s_audit_detect.correlations import base_rules
     from k8s_audit_detect.replay import run_replay
 
@@ -397,7 +398,7 @@ def correlation_duckdb(
         log.write_text("".join(json.dumps(e) + "\n" for e in part), encoding="utf-8")
     out, err = io.StringIO(), io.StringIO()
     bases = [q for _, q in convert_plain(REPLAY_TARGET, list(base_rules(rule)))]
-    run_replay(logs, [], out, err, correlations=[(rule, query)], base_queries=bases)
+    run_replay(logs, [], out, err, correlations=[correlation_rule(rule, query)], base_queries=bases)
     alerts = [json.loads(line) for line in out.getvalue().split("\n") if line]
     return [alert["group"] | {"events": alert["events"]} for alert in alerts]
 

@@ -46,13 +46,13 @@ def line(event: dict[str, Any]) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def pairs(token_rule, query_for) -> list[tuple[Any, str]]:
-    return [(token_rule, query_for("duckdb"))]
+def pairs(token_rule, query_for) -> list[replay.ReplayRule]:
+    return [replay.plain_rule(token_rule, query_for("duckdb"))]
 
 
 def replay_in_process(
     names: list[str],
-    pairs: list[tuple[Any, str]],
+    pairs: list[replay.ReplayRule],
     fmt: str = "json",
     correlations: Any = (),
     base_queries: Any = (),
@@ -598,7 +598,7 @@ def reference(rule: str, event: dict[str, Any]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def many_rules(pairs, tmp_path_factory) -> list[tuple[Any, str]]:
+def many_rules(pairs, tmp_path_factory) -> list[replay.ReplayRule]:
     from sigma.collection import SigmaCollection
 
     from k8s_audit_detect.cli import REPLAY_TARGET, convert_target, rule_stem, sigma_rules
@@ -608,7 +608,7 @@ def many_rules(pairs, tmp_path_factory) -> list[tuple[Any, str]]:
         (folder / f"{name}.yml").write_text(text)
     collection = SigmaCollection.load_ruleset([folder])
     queries = convert_target(REPLAY_TARGET, collection)
-    return pairs + [(r, queries[rule_stem(r)]) for r in sigma_rules(collection)]
+    return pairs + [replay.plain_rule(r, queries[rule_stem(r)]) for r in sigma_rules(collection)]
 
 
 def test_every_rule_in_one_pass_over_the_input(tmp_path: Path, many_rules, monkeypatch):
@@ -774,8 +774,8 @@ def test_a_signal_flushes_the_alerts_so_far(tmp_path: Path, signum: int) -> None
 
 
 def test_ctrl_c_while_the_rules_load_ends_quietly(tmp_path: Path, monkeypatch, capsys) -> None:
-    """Ctrl-C before replay reads anything (pySigma loading the rules, the prescan's child
-    running): one line, 130, no traceback, no child left."""
+    """Ctrl-C before replay reads anything (the rules loading, converted or from the cache,
+    the prescan's child running): one line, 130, no traceback, no child left."""
     from k8s_audit_detect import cli
 
     log = tmp_path / "audit.log"
@@ -793,7 +793,7 @@ def test_ctrl_c_while_the_rules_load_ends_quietly(tmp_path: Path, monkeypatch, c
         raise KeyboardInterrupt
 
     monkeypatch.setattr(replay.Prescan, "__enter__", noted)
-    monkeypatch.setattr(cli, "load_rules", interrupted)
+    monkeypatch.setattr(cli, "replay_plan", interrupted)
     assert cli.main(["replay", str(log)], root=ROOT) == replay.EXIT_SIGNAL + signal.SIGINT
     err = capsys.readouterr().err
     assert err == "convert.py: replay: stopped by SIGINT before reading\n"

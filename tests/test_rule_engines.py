@@ -243,12 +243,13 @@ def test_replay_runs_every_rule_at_once(tmp_path: Path) -> None:
     events exactly as when it runs alone."""
     from sigma.collection import SigmaCollection
 
-    from k8s_audit_detect.replay import run_replay
+    from k8s_audit_detect.replay import plain_rule, run_replay
     from k8s_audit_detect.rules import rule_stem, sigma_rules
 
     collection = SigmaCollection.load_ruleset([RULES / f"{stem}.yml" for stem in STEMS])
     queries = convert_target(TARGETS_BY_NAME["duckdb"], collection)
-    pairs = [(rule, queries[rule_stem(rule)]) for rule in sigma_rules(collection)]
+    stems = {str(rule.id): rule_stem(rule) for rule in sigma_rules(collection)}
+    pairs = [plain_rule(rule, queries[rule_stem(rule)]) for rule in sigma_rules(collection)]
     log = tmp_path / "audit.jsonl"
     events = [case.raw() for stem in STEMS for case in rule_cases(stem)]
     log.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
@@ -257,7 +258,6 @@ def test_replay_runs_every_rule_at_once(tmp_path: Path) -> None:
         out, err = io.StringIO(), io.StringIO()
         assert run_replay([log], rules, out, err) == 0, err.getvalue()
         alerts = [json.loads(line) for line in out.getvalue().split("\n") if line]
-        stems = {str(rule.id): rule_stem(rule) for rule, _ in rules}
         return [(stems[a["rule_id"]], a["auditID"]) for a in alerts]
 
     together = replay(pairs)
