@@ -201,12 +201,13 @@ class ReplayQueries:
 
         def rule(item: Any) -> ReplayRule:
             read = ReplayRule(**item)
-            fields = tuple(read.fields)
-            texts = [read.id, read.title, read.query, *fields]
+            if not isinstance(read.fields, list):
+                raise ValueError(f"not a converted rule: {item!r:.80}")
+            texts = [read.id, read.title, read.query, *read.fields]
             optional = [read.level, read.correlation]
             if not all(isinstance(text, str) for text in [*texts, *filter(None, optional)]):
                 raise ValueError(f"not a converted rule: {item!r:.80}")
-            return replace(read, fields=fields)
+            return replace(read, fields=tuple(read.fields))
 
         try:
             found = cls(

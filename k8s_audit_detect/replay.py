@@ -1656,7 +1656,8 @@ def run_replay(
     prescan: Prescan | None = None,
 ) -> int:
     """`convert.py replay`: alerts on out (JSON lines, or a table), bad input and a summary on
-    err; returns the exit code (EXIT_*). The correlation rules run after every input is read,
+    err; returns the exit code (EXIT_*). `rules`: the plain rules (plain_rule); `correlations`:
+    the correlation rules (correlate.correlation_rule), which run after every input is read,
     over the events of all of them that their base rules (`base_queries`) match, kept as the
     same single read of each input goes. `prescan`: the inputs' line scans, if the caller
     started them (Prescan, entered) before loading the rules."""
