@@ -242,6 +242,7 @@ def replay_plan(envs: Sequence[str] = ()) -> ReplayQueries:
     """The project's rules as replay runs them with these environments' filters (and the
     organisation's): converted once, then taken from the conversion cache until a rule,
     filter, pipeline or the converting code changes."""
+    rules.check_environments(paths.FILTERS_DIR, envs, paths.ROOT)  # cached or not
     try:
         key = conversion_cache.fingerprint(envs)
     except OSError:  # a file went away as it was read: convert, keep nothing
@@ -251,7 +252,11 @@ def replay_plan(envs: Sequence[str] = ()) -> ReplayQueries:
         if kept is not None:
             return ReplayQueries.from_json(kept)
     plan = replay_queries(load_rules(envs))
-    conversion_cache.write(envs, key, plan.to_json())
+    with contextlib.suppress(OSError):
+        # kept only if nothing changed while it was converted: the files read then are the
+        # files fingerprinted
+        if conversion_cache.fingerprint(envs) == key:
+            conversion_cache.write(envs, key, plan.to_json())
     return plan
 
 
@@ -643,11 +648,14 @@ def _check_unique_stems(collection: SigmaCollection) -> None:
 # Writing and checking
 
 
-def write_files(files: dict[Path, str], prune: Path | None = None) -> list[Path]:
+def write_files(
+    files: dict[Path, str], prune: Path | None = None, private: bool = False
+) -> list[Path]:
     """The one place that writes, all or nothing; with prune, stale files there are removed.
 
     Every changed file is first written in full to a temporary file beside it, with the mode
-    the umask gives new files; the folders of stale files are checked the same way. Only when
+    the umask gives new files (private: readable and writable by the user only); the folders
+    of stale files are checked the same way. Only when
     all of that succeeded are the files moved into place and stale files removed. Nothing is
     written below a symbolic link inside queries/ (it could lead out of the tree). Returns the
     paths whose content changed.
@@ -665,7 +673,7 @@ def write_files(files: dict[Path, str], prune: Path | None = None) -> list[Path]
         if path.is_symlink() or not path.is_file() or path.read_bytes() != content.encode("utf-8")
     }
     stale = sorted(set(_generated_files(prune)) - set(files)) if prune and prune.is_dir() else []
-    mode = 0o666 & ~_umask()
+    mode = 0o600 if private else 0o666 & ~_umask()
     staged: list[tuple[Path, Path]] = []  # (temporary file, its final path)
     made: list[Path] = []  # folders created here
     folder = paths.QUERIES_DIR
@@ -682,18 +690,33 @@ def write_files(files: dict[Path, str], prune: Path | None = None) -> list[Path]
             fd, probe = tempfile.mkstemp(prefix=".probe.", dir=folder)
             os.close(fd)
             os.unlink(probe)
-    except OSError as error:
+    except BaseException as error:  # Ctrl-C too: no temporary file is left behind
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
         for made_folder in reversed(made):
             with contextlib.suppress(OSError):
                 made_folder.rmdir()
+        if not isinstance(error, OSError):
+            raise
         raise UserError(
             f"{_rel(folder)}: cannot write there ({error.strerror}); nothing was written: "
             "make it writable and run again"
         ) from error
-    for tmp, path in staged:
-        os.replace(tmp, path)
+    moved = 0
+    try:
+        for tmp, path in staged:
+            os.replace(tmp, path)
+            moved += 1
+    except BaseException as error:
+        for tmp, _ in staged[moved:]:
+            tmp.unlink(missing_ok=True)
+        if not isinstance(error, OSError):
+            raise
+        path = staged[moved][1]
+        raise UserError(
+            f"{_rel(path)}: cannot be replaced ({error.strerror}); "
+            f"{moved} of {len(staged)} changed files were written: fix it and run again"
+        ) from error
     for path in stale:
         path.unlink()
     return [*changed, *stale]

@@ -12,9 +12,13 @@ is the same. The fingerprint covers everything the conversion reads:
   modification time (as Python's bytecode cache checks a source), and every installed
   distribution's version (the names of the *.dist-info folders beside them);
 - the Python version, the environments asked for and this file's format.
-A cache file that cannot be read, or does not match, is converted anew and replaced (written
-in full, then moved into place, so a concurrent run reads the old file or the new one); a
-folder that cannot be written costs only the time. Deleting the folder is always safe.
+The rules are converted again (and the file replaced) when the file does not match, cannot be
+read, or is not a regular file of the user's own that only the user can write (its queries run
+as they are: in a shared folder, another user's file is not taken); a rule that changes while
+it is converted leaves the cache as it was. A file is written in full, then moved into place,
+so a concurrent run reads the old file or the new one. A folder that cannot be written costs
+only the time; deleting the folder is always safe. Each Python environment and copy of this
+package (a checkout's convert.py, an installed k8s-audit-detect) keeps a file of its own.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,15 +39,21 @@ from k8s_audit_detect import UserError, paths, rules
 FORMAT = 1  # of the cache files: a change of what they hold changes it
 
 
+MAX_SIZE = 64 * 1024 * 1024  # a larger cache file is not replay's
+
+
 def folder() -> Path | None:
     """Where the cache lives, or None when there is no home to put it in."""
     base = os.environ.get("XDG_CACHE_HOME", "")
     if os.path.isabs(base):  # the XDG base directory spec: a relative path is ignored
         return Path(base) / "k8s-audit-detect"
+    if "HOME" in os.environ and not os.path.isabs(os.environ["HOME"]):
+        return None  # empty (Python would take /) or relative (the working directory)
     try:
-        return Path.home() / ".cache" / "k8s-audit-detect"
+        home = Path.home()
     except RuntimeError:  # no HOME and no password entry
         return None
+    return home / ".cache" / "k8s-audit-detect"
 
 
 def fingerprint(envs: Sequence[str]) -> str:
@@ -86,27 +97,46 @@ def _installed_sigma() -> list[Path]:
     outside the project (whose sigma/ holds its rules, by content above)."""
     spec = importlib.util.find_spec("sigma")
     found = [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
-    return [p for p in found if p.resolve() != (paths.ROOT / "sigma").resolve()]
+    # an editable install's entry is a name, not a folder: its files are under another entry
+    return [p for p in found if p.is_dir() and p.resolve() != (paths.ROOT / "sigma").resolve()]
 
 
 def _slot(envs: Sequence[str]) -> Path | None:
-    """The cache file of this project and these environments."""
+    """The cache file of this project and these environments, for this Python environment
+    and copy of the package (a checkout's convert.py and an installed k8s-audit-detect, or
+    two venvs, each keep their own)."""
     where = folder()
     if where is None:
         return None
-    name = hashlib.sha256(json.dumps([str(paths.ROOT), *envs]).encode()).hexdigest()[:32]
+    owner = [str(paths.ROOT), sys.prefix, str(paths.PACKAGE_DIR), *envs]
+    name = hashlib.sha256(json.dumps(owner).encode()).hexdigest()[:32]
     return where / f"replay-{name}.json"
 
 
 def read(envs: Sequence[str], key: str) -> Any:
-    """What was kept for this project and these environments under that fingerprint, or None."""
+    """What was kept for this project and these environments under that fingerprint, or None.
+    Only a regular file of the user's own that no one else can write is read: its queries run
+    as they are."""
     slot = _slot(envs)
     if slot is None:
         return None
     try:
-        kept = json.loads(slot.read_bytes())
-    except (OSError, ValueError):
+        fd = os.open(slot, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO: no wait
+    except OSError:
         return None
+    try:
+        info = os.fstat(fd)
+        mine = not hasattr(os, "getuid") or info.st_uid == os.getuid()
+        if not stat.S_ISREG(info.st_mode) or not mine or info.st_mode & 0o022:
+            return None
+        if info.st_size > MAX_SIZE:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            kept = json.loads(handle.read())
+    except (OSError, ValueError, RecursionError):
+        return None
+    finally:
+        os.close(fd)
     if not isinstance(kept, dict) or kept.get("fingerprint") != key:
         return None
     return kept.get("value")
@@ -121,6 +151,8 @@ def write(envs: Sequence[str], key: str, value: Any) -> None:
     if slot is None:
         return
     kept = {"format": FORMAT, "project": str(paths.ROOT), "envs": list(envs), "fingerprint": key}
-    text = json.dumps(kept | {"value": value}, ensure_ascii=False, indent=1) + "\n"
+    # ASCII: a path that is not UTF-8 (its bytes held as surrogates) is written escaped
+    text = json.dumps(kept | {"value": value}, indent=1) + "\n"
     with contextlib.suppress(UserError, OSError):  # an unwritable cache: converted next time
-        write_files({slot: text})
+        slot.unlink(missing_ok=True)  # not taken (another's, or writable by others): a new one
+        write_files({slot: text}, private=True)

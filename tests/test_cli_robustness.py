@@ -233,6 +233,17 @@ def test_stale_files_in_a_read_only_folder_stop_the_run_before_anything_is_writt
     assert not [p for p in (repo / "queries").rglob(".*") if p.is_file()]
 
 
+def test_a_folder_where_a_query_goes_is_one_line_and_leaves_no_temporary_file(repo) -> None:
+    """Found only as the files are moved into place: those moved before it stay, the rest
+    (their temporary files too) are not written."""
+    (repo / SPLUNK_QUERY).unlink()
+    (repo / SPLUNK_QUERY).mkdir()
+    change_the_rule(repo)
+    line = one_error_line(run(repo))
+    assert str(SPLUNK_QUERY) in line and "cannot be replaced" in line
+    assert not [p for p in (repo / "queries").rglob(".*") if p.is_file()]
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o002], ids=["umask_022", "umask_002"])
 def test_writes_respect_the_umask(repo, umask: int) -> None:
     (repo / SPLUNK_QUERY).unlink()  # a new file

@@ -125,26 +125,47 @@ def test_each_set_of_environments_has_its_own(project: Path, tmp_path: Path) -> 
     assert len(list((cache / "k8s-audit-detect").iterdir())) == 2
 
 
-DAMAGE: dict[str, Callable[[bytes], bytes]] = {
-    "empty": lambda data: b"",
-    "cut_short": lambda data: data[: len(data) // 2],
-    "not_json": lambda data: b"\x00\xff garbage",
-    "another_fingerprint": lambda data: data.replace(b'"fingerprint": "', b'"fingerprint": "0'),
-    "a_rule_without_its_query": lambda data: data.replace(b'"query":', b'"kuery":', 1),
-    "a_title_not_text": lambda data: data.replace(b'"title": "', b'"title": 7, "x": "', 1),
-    "not_an_object": lambda data: b"[]",
+def rewritten(change: Callable[[bytes], bytes]) -> Callable[[Path], None]:
+    return lambda kept: kept.write_bytes(change(kept.read_bytes()))
+
+
+def replaced(make: Callable[[Path], object]) -> Callable[[Path], None]:
+    return lambda kept: (kept.unlink(), make(kept))
+
+
+DAMAGE: dict[str, Callable[[Path], None]] = {
+    "empty": rewritten(lambda data: b""),
+    "cut_short": rewritten(lambda data: data[: len(data) // 2]),
+    "not_json": rewritten(lambda data: b"\x00\xff garbage"),
+    "another_fingerprint": rewritten(
+        lambda data: data.replace(b'"fingerprint": "', b'"fingerprint": "0')
+    ),
+    "a_rule_without_its_query": rewritten(lambda data: data.replace(b'"query":', b'"kuery":', 1)),
+    "a_title_not_text": rewritten(
+        lambda data: data.replace(b'"title": "', b'"title": 7, "x": "', 1)
+    ),
+    "fields_not_a_list": rewritten(lambda data: data.replace(b'"fields": [', b'"fields": "[', 1)),
+    "not_an_object": rewritten(lambda data: b"[]"),
+    "nested_too_deep_to_parse": rewritten(lambda data: b"[" * 100_000 + b"]" * 100_000),
+    "writable_by_others": lambda kept: kept.chmod(0o666),
+    "a_named_pipe": replaced(os.mkfifo),  # read, it would wait for a writer for ever
+    "a_folder": replaced(Path.mkdir),  # cannot be replaced: converted every time
 }
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_a_damaged_cache_file_is_converted_anew(project: Path, tmp_path: Path, damage: str) -> None:
+    """Replay converts the rules and sees what it saw before; the file is replaced, so the run
+    after takes it again (a folder in its place cannot be, and nothing is left beside it)."""
     cache = tmp_path / "cache"
     first = replay(project, cache)
     (kept,) = (cache / "k8s-audit-detect").iterdir()
-    kept.write_bytes(DAMAGE[damage](kept.read_bytes()))
+    DAMAGE[damage](kept)
     damaged, after = replay(project, cache), replay(project, cache)
-    assert converted(damaged) and not converted(after)
+    assert converted(damaged)
+    assert converted(after) == (damage == "a_folder")
     assert seen(damaged) == seen(after) == seen(first)
+    assert [p.name for p in (cache / "k8s-audit-detect").iterdir()] == [kept.name]
 
 
 def test_a_cache_that_cannot_be_written_costs_only_time(project: Path, tmp_path: Path) -> None:
@@ -155,6 +176,74 @@ def test_a_cache_that_cannot_be_written_costs_only_time(project: Path, tmp_path:
     first, second = replay(project, blocked), replay(project, blocked)
     assert converted(first) and converted(second)
     assert seen(first) == seen(second) == seen(reference)
+
+
+def test_a_rule_changed_while_it_is_converted_is_not_kept(
+    project: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """A rule edited after replay fingerprinted it, before pySigma read it: the conversion of
+    the edited rule is not kept under the fingerprint of the rule before it, which replay would
+    take for the edited rule's once the rule is as it was (an undo, a checkout back)."""
+    from k8s_audit_detect import cli, paths
+
+    for name in ("ROOT", "RULES_DIR", "FILTERS_DIR", "PIPELINES_DIR", "QUERIES_DIR", "TRIAGE_DIR"):
+        monkeypatch.setattr(paths, name, getattr(paths, name))  # main(root=...) changes them
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    rule = project / RULE
+    before = rule.read_text()
+    load = cli.load_rules
+
+    def edited_meanwhile(envs):
+        edit(rule, "title: Kubernetes Service", "title: Edited Kubernetes Service")
+        return load(envs)
+
+    monkeypatch.setattr(cli, "load_rules", edited_meanwhile)
+    events = str(project / "events.jsonl")
+    assert cli.main(["replay", events], root=project) == 0
+    assert not (cache / "k8s-audit-detect").exists() or not any(
+        (cache / "k8s-audit-detect").iterdir()
+    )
+    rule.write_text(before)
+    back, fresh = replay(project, cache), replay(project, tmp_path / "fresh")
+    assert seen(back) == seen(fresh)
+    assert "Edited" not in back.stdout
+
+
+def test_an_environment_removed_since_is_still_refused(project: Path, tmp_path: Path) -> None:
+    """`--env` names a folder of filters: once that folder is gone, the cache of a run that
+    had it does not make the name valid."""
+    cache = tmp_path / "cache"
+    (project / "sigma" / "filters" / "staging").mkdir()
+    assert replay(project, cache, "--env", "staging").returncode == 0
+    (project / "sigma" / "filters" / "staging").rmdir()
+    result = replay(project, cache, "--env", "staging")
+    assert result.returncode == 2
+    assert "unknown environment 'staging'" in result.stderr
+
+
+def test_a_project_whose_path_is_not_utf8(project: Path, tmp_path: Path) -> None:
+    odd = tmp_path.parent / (tmp_path.name + os.fsdecode(b"-caf\xe9"))
+    shutil.copytree(project, odd)
+    cache = tmp_path / "cache"
+    first, second = replay(odd, cache), replay(odd, cache)
+    assert first.returncode == 0, first.stderr
+    assert converted(first) and not converted(second)
+    assert seen(second) == seen(first)
+
+
+@pytest.mark.parametrize("home", ["", "relative-home"])
+def test_no_cache_without_an_absolute_home(project: Path, home: str) -> None:
+    """No XDG_CACHE_HOME and HOME empty or relative: nothing is kept (not in / or in the
+    working directory); every run converts."""
+    env = {k: v for k, v in os.environ.items() if k != "XDG_CACHE_HOME"} | {"HOME": home}
+    command = [sys.executable, "-X", "importtime", "convert.py", "replay", "events.jsonl"]
+    runs = [
+        subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
+        for _ in range(2)
+    ]
+    assert all(run.returncode == 0 and converted(run) for run in runs)
+    assert not (project / "relative-home").exists()
 
 
 def test_a_relative_xdg_cache_home_is_ignored(project: Path, tmp_path: Path) -> None:
