@@ -1,10 +1,11 @@
 """Replay's converted rules, kept between runs while nothing they come from has changed.
 
 Loading the rules and converting them with pySigma is most of `convert.py replay`'s start-up
-(0.30 s on an empty file, 0.18 s with the rules from here). Its result is plain data (cli.ReplayQueries), kept as JSON
-in one file per project and set of environments, in $XDG_CACHE_HOME/k8s-audit-detect/
-(~/.cache/k8s-audit-detect/ when that is not set), and used again only while its fingerprint
-is the same. The fingerprint covers everything the conversion reads:
+(0.30 s on an empty file, 0.18 s with the rules from here). Its result is plain data
+(cli.ReplayQueries), kept as JSON in one file per project and set of environments, in
+$XDG_CACHE_HOME/k8s-audit-detect/ (~/.cache/k8s-audit-detect/ when that is not set), and used
+again only while its fingerprint is the same. The fingerprint covers everything the conversion
+reads:
 - the project's rules and filters (each Sigma file under sigma/rules/ and sigma/filters/, found
   as the loader finds them) and its pipelines, by content;
 - this package's own files (targets, pipeline types, backends), by content;
@@ -126,11 +127,10 @@ def read(envs: Sequence[str], key: str) -> Any:
         return None
     try:
         info = os.fstat(fd)
-        mine = not hasattr(os, "getuid") or info.st_uid == os.getuid()
-        if not stat.S_ISREG(info.st_mode) or not mine or info.st_mode & 0o022:
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_SIZE:
             return None
-        if info.st_size > MAX_SIZE:
-            return None
+        if hasattr(os, "getuid") and (info.st_uid != os.getuid() or info.st_mode & 0o022):
+            return None  # POSIX: another user's, or one another user could write
         with os.fdopen(os.dup(fd), "rb") as handle:
             kept = json.loads(handle.read())
     except (OSError, ValueError, RecursionError):
