@@ -490,8 +490,9 @@ def correlation_eql(shape: Shape) -> CorrelationRunner:
         engine = eql.PythonEngine()
         engine.add_output_hook(hits.append)
         engine.add_query(parsed)
-        timed = sorted(
-            (filetime(event["requestReceivedTimestamp"]), shape(event)) for event in events
+        timed = sorted(  # by time only; events at the same time keep their order
+            ((filetime(event["requestReceivedTimestamp"]), shape(event)) for event in events),
+            key=lambda pair: pair[0],
         )
         try:
             engine.stream_events([eql.Event("any", when, doc) for when, doc in timed if doc])

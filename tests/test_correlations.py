@@ -4,6 +4,7 @@ shape, and must alert for exactly the groups the sequence is labelled with, once
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +127,47 @@ def test_events_whose_time_does_not_parse_are_left_out(
     assert {group_key(row) for row in rows} == sequence.expected(()), rows
     ids = [e["auditID"] if isinstance(e, dict) else e for r in rows for e in r["events"] or []]
     assert not [i for i in ids if "bad-time" in i], rows
+
+
+# Events without the correlation's key: every sequence that alerts, again with a copy of each of
+# its events that lacks the fields the correlation groups by, joins on (aliases) and counts. An
+# event without its group's key is in no group (as replay documents it): the copies make no
+# group of their own (the events of three tokens without a credential id are not one token used
+# from three places) and join none.
+KEYED = [(e, v, s) for e, v, s in RUNS if not v and s.name.startswith("match_")]
+
+
+def without(event: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+    """A copy of the event without those fields (Sigma names: audit paths)."""
+    from k8s_audit_detect.replay import path_parts
+
+    copied = copy.deepcopy(event)
+    for field in fields:
+        *parents, last = path_parts(field)
+        node: Any = copied
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return copied
+
+
+@pytest.mark.parametrize(
+    ("engine", "variant", "sequence"), KEYED, ids=[f"{e}-{s.rule}-{s.id}" for e, _, s in KEYED]
+)
+def test_events_without_the_group_key_are_in_no_group(
+    engine, variant, sequence, query_for, tmp_path: Path
+) -> None:
+    target, runner = CORRELATION_ENGINES[engine]
+    stem = STEMS[sequence.rule]
+    rule = correlation_rule(stem, variant)
+    fields = correlations.correlation_fields(rule)
+    events = sequence.events()
+    keyless = [
+        without(dict(event, auditID=f"{event['auditID']}-keyless"), fields) for event in events
+    ]
+    rows = runner(query_for(target, variant, stem), rule, [*events, *keyless], tmp_path)
+    assert {group_key(row) for row in rows} == sequence.expected(variant), rows
+    # (an EQL sequence's rows name its group only)
+    ids = [e["auditID"] if isinstance(e, dict) else e for r in rows for e in r.get("events") or []]
+    assert not [i for i in ids if str(i).endswith("-keyless")], rows
