@@ -41,14 +41,7 @@ def fields_read(rule: SigmaCorrelationRule) -> list[str]:
 
 def correlation_rule(rule: SigmaCorrelationRule, query: str) -> ReplayRule:
     """A correlation rule and its duckdb query, as replay takes them."""
-    return ReplayRule(
-        id=str(rule.id),
-        title=rule.title,
-        level=rule.level.name.lower() if rule.level else None,
-        fields=tuple(fields_read(rule)),
-        query=query,
-        correlation=rule.type.name.lower(),
-    )
+    return ReplayRule.of(rule, query, fields_read(rule), rule.type.name.lower())
 
 
 def alert(rule: ReplayRule, row: dict[str, Any]) -> str:

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from k8s_audit_detect import UserError
 
 if TYPE_CHECKING:
+    from sigma.correlations import SigmaCorrelationRule
     from sigma.rule import SigmaRule
 
 # Audit Event paths whose DuckDB type is not VARCHAR (kubernetes/apiserver
@@ -242,16 +243,21 @@ class ReplayRule:
     query: str
     correlation: str | None = None
 
+    @classmethod
+    def of(
+        cls,
+        rule: SigmaRule | SigmaCorrelationRule,
+        query: str,
+        fields: Iterable[str],
+        correlation: str | None = None,
+    ) -> ReplayRule:
+        level = rule.level.name.lower() if rule.level else None
+        return cls(str(rule.id), rule.title, level, tuple(fields), query, correlation)
+
 
 def plain_rule(rule: SigmaRule, query: str) -> ReplayRule:
     """A plain rule (not a correlation) and its duckdb query, as replay takes them."""
-    return ReplayRule(
-        id=str(rule.id),
-        title=rule.title,
-        level=rule.level.name.lower() if rule.level else None,
-        fields=tuple(rule_fields(rule)),
-        query=query,
-    )
+    return ReplayRule.of(rule, query, rule_fields(rule))
 
 
 @dataclass(frozen=True)
