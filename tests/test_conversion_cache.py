@@ -20,12 +20,18 @@ EVENTS = Path(__file__).resolve().parent / "events"
 PYSIGMA = "| sigma.collection\n"  # in `python -X importtime`'s report when pySigma is loaded
 
 
-def replay(repo: Path, cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`convert.py replay` in repo over its labelled events, the cache in cache/, with
-    Python's import report on stderr (-X importtime)."""
+def replay(
+    repo: Path, cache: Path | None, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`convert.py replay` in repo over its labelled events, the cache in cache/ (None: no
+    XDG_CACHE_HOME), with Python's import report on stderr (-X importtime); `env` added to the
+    environment."""
     command = [sys.executable, "-X", "importtime", "convert.py", "replay", *args, "events.jsonl"]
-    env = os.environ | {"XDG_CACHE_HOME": str(cache)}
-    return subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    environment = {k: v for k, v in os.environ.items() if k != "XDG_CACHE_HOME"}
+    environment |= ({"XDG_CACHE_HOME": str(cache)} if cache else {}) | (env or {})
+    return subprocess.run(
+        command, cwd=repo, env=environment, capture_output=True, text=True, timeout=120
+    )
 
 
 def converted(result: subprocess.CompletedProcess[str]) -> bool:
@@ -236,21 +242,14 @@ def test_a_project_whose_path_is_not_utf8(project: Path, tmp_path: Path) -> None
 def test_no_cache_without_an_absolute_home(project: Path, home: str) -> None:
     """No XDG_CACHE_HOME and HOME empty or relative: nothing is kept (not in / or in the
     working directory); every run converts."""
-    env = {k: v for k, v in os.environ.items() if k != "XDG_CACHE_HOME"} | {"HOME": home}
-    command = [sys.executable, "-X", "importtime", "convert.py", "replay", "events.jsonl"]
-    runs = [
-        subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
-        for _ in range(2)
-    ]
+    runs = [replay(project, None, env={"HOME": home}) for _ in range(2)]
     assert all(run.returncode == 0 and converted(run) for run in runs)
     assert not (project / "relative-home").exists()
 
 
 def test_a_relative_xdg_cache_home_is_ignored(project: Path, tmp_path: Path) -> None:
     """The XDG base directory spec: a relative path is invalid; ~/.cache is used."""
-    command = [sys.executable, "convert.py", "replay", "events.jsonl"]
-    env = os.environ | {"XDG_CACHE_HOME": "relative", "HOME": str(tmp_path)}
-    result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
+    result = replay(project, None, env={"XDG_CACHE_HOME": "relative", "HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert not (project / "relative").exists()
     assert len(list((tmp_path / ".cache" / "k8s-audit-detect").iterdir())) == 1
