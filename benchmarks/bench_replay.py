@@ -222,7 +222,7 @@ for rule in plan.rules:
     run_replay(sys.argv[1:], [rule], sys.stdout, io.StringIO())
 for correlation in plan.correlations:
     run_replay(
-        sys.argv[1:], [], sys.stdout, io.StringIO(), "json", [correlation], plan.base_queries
+        sys.argv[1:], [], sys.stdout, io.StringIO(), "json", [correlation], plan.bases
     )
 """
 )
@@ -259,10 +259,19 @@ Path(sys.argv[2]).write_text(
 # groups, the file read once into a materialized CTE of the events any rule or base rule
 # matches (named as the view the correlation queries read); (bCL) the same with each rule
 # alert's line, numbered as (bL) numbers them
-base = [replay.rule_condition(query, duckdb.connect()) for query in plan.base_queries]
-fields = list(dict.fromkeys([*fields, *(f for r in plan.correlations for f in r.fields)]))
+# the correlations as the duckdb target writes them, each testing its base rules' conditions
+# (replay's own read the marks its single pass sets on those rules' events)
+from k8s_audit_detect.cli import REPLAY_TARGET, convert_target, load_rules
+from k8s_audit_detect.correlations import correlation_rules
+from k8s_audit_detect.rules import rule_stem
+collection = load_rules([])
+queries = convert_target(REPLAY_TARGET, collection)
+originals = [queries[rule_stem(rule)] for rule in correlation_rules(collection)]
+base = [replay.rule_condition(b.query, duckdb.connect()) for b in plan.bases]
+read = [f for r in [*plan.bases, *plan.correlations] for f in r.fields]
+fields = list(dict.fromkeys([*fields, *read]))
 where = " OR ".join(f"({condition})" for condition in [*(r.condition for r in rules), *base])
-correlations = [f"SELECT to_json(alert) FROM ({r.query}) AS alert" for r in plan.correlations]
+correlations = [f"SELECT to_json(alert) FROM ({query}) AS alert" for query in originals]
 for numbered, robust, path in ((False, False, sys.argv[3]), (True, False, sys.argv[4]),
                                (False, True, sys.argv[5])):
     line = "line := line, " if numbered else ""

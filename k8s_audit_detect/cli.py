@@ -185,13 +185,13 @@ class ReplayQueries:
 
     rules: list[ReplayRule]  # each plain rule (not a base rule)
     correlations: list[ReplayRule]  # each correlation rule
-    base_queries: list[str]  # the queries of the correlations' base rules, each once
+    bases: list[ReplayRule]  # the correlations' base rules, each once
 
     def to_json(self) -> dict[str, Any]:
         return {
             "rules": [asdict(rule) for rule in self.rules],
             "correlations": [asdict(rule) for rule in self.correlations],
-            "base_queries": list(self.base_queries),
+            "bases": [asdict(rule) for rule in self.bases],
         }
 
     @classmethod
@@ -213,12 +213,10 @@ class ReplayQueries:
             found = cls(
                 rules=[rule(item) for item in value["rules"]],
                 correlations=[rule(item) for item in value["correlations"]],
-                base_queries=list(value["base_queries"]),
+                bases=[rule(item) for item in value["bases"]],
             )
         except (KeyError, TypeError) as error:
             raise ValueError(f"not replay's queries: {error}") from error
-        if not all(isinstance(query, str) for query in found.base_queries):
-            raise ValueError("not replay's queries: a base query is not a string")
         return found
 
 
@@ -231,10 +229,13 @@ def replay_queries(collection: SigmaCollection) -> ReplayQueries:
     plain = [rule for rule in sigma_rules(collection) if rule._output]
     found = correlations.correlation_rules(collection)
     bases = {id(b): b for rule in found for b in correlations.base_rules(rule)}
+    converted = convert_plain(REPLAY_TARGET, list(bases.values()))
     return ReplayQueries(
         rules=[plain_rule(rule, queries[rule_stem(rule)]) for rule in plain],
-        correlations=[correlation_rule(rule, queries[rule_stem(rule)]) for rule in found],
-        base_queries=[query for _, query in convert_plain(REPLAY_TARGET, list(bases.values()))],
+        correlations=[
+            correlation_rule(rule, queries[rule_stem(rule)], converted) for rule in found
+        ],
+        bases=[plain_rule(rule, query) for rule, query in converted],
     )
 
 
@@ -1082,7 +1083,7 @@ def main(
                         sys.stderr,
                         replay_format,
                         correlations=plan.correlations,
-                        base_queries=plan.base_queries,
+                        bases=plan.bases,
                         prescan=prescan,
                     )
             except KeyboardInterrupt:  # Ctrl-C before replay's own handling of it began

@@ -16,10 +16,11 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from k8s_audit_detect.replay import ALERT_FIELDS, ReplayRule, detection_fields
+from k8s_audit_detect.replay import VIEW, ReplayRule, base_flag, detection_fields
 
 if TYPE_CHECKING:
     from sigma.correlations import SigmaCorrelationRule
+    from sigma.rule import SigmaRule
 
 # Columns of a correlation's result that are not the group's key.
 RESULT_COLUMNS = ("first_seen", "last_seen", "events")
@@ -27,21 +28,34 @@ RESULT_COLUMNS = ("first_seen", "last_seen", "events")
 # does not parse: replay counts those events. Here, not there: replay reads the correlations
 # from its cache without importing pySigma's backends.
 DUCKDB_EVENT_TIME = "timezone('UTC', TRY_CAST(\"requestReceivedTimestamp\" AS TIMESTAMPTZ))"
+# What every correlation reads of each event besides what it groups by, joins on and counts:
+# its id and time (correlation_backends.py, DUCKDB_EVENTS).
+EVENT_FIELDS = ("auditID", "requestReceivedTimestamp")
 
 
-def fields_read(rule: SigmaCorrelationRule) -> list[str]:
-    """Every audit path a correlation reads: its base rules' detection (not their `fields`:
-    an alert lists its events by auditID), the fields it groups by, joins on (aliases) and
-    counts, and each event's own (ALERT_FIELDS)."""
+def correlation_rule(
+    rule: SigmaCorrelationRule, query: str, bases: Sequence[tuple[SigmaRule, str]]
+) -> ReplayRule:
+    """A correlation rule and its duckdb query, as replay takes them. `bases`: each base rule
+    of every correlation and its duckdb query, in the order replay is given them (run_replay's
+    `bases`); replay marks the events each matches (base_flag) as it reads each input. Each
+    base rule's query inside the correlation's is made to read its mark, so that replay keeps
+    of those events only what the correlation itself reads: the fields it groups by, joins on
+    and counts, and each event's id and time, not the fields its base rules test (0.17 s less
+    of 3 s with every rule over 1,000,000 events). A base rule whose query is not found there
+    is left as it is, and the fields its detection tests are kept."""
     from k8s_audit_detect.correlations import base_rules, correlation_fields
 
-    found = [field for base in base_rules(rule) for field in detection_fields(base)]
-    return list(dict.fromkeys([*found, *correlation_fields(rule), *ALERT_FIELDS]))
-
-
-def correlation_rule(rule: SigmaCorrelationRule, query: str) -> ReplayRule:
-    """A correlation rule and its duckdb query, as replay takes them."""
-    return ReplayRule.of(rule, query, fields_read(rule), rule.type.name.lower())
+    numbers = {id(base): n for n, (base, _) in enumerate(bases)}
+    fields = [*correlation_fields(rule), *EVENT_FIELDS]
+    for base in base_rules(rule):
+        n = numbers.get(id(base), -1)
+        found = f"FROM ({bases[n][1]})" if n >= 0 else ""
+        if found and found in query:
+            query = query.replace(found, f"FROM (SELECT * FROM {VIEW} WHERE {base_flag(n)})")
+        else:
+            fields += detection_fields(base)
+    return ReplayRule.of(rule, query, dict.fromkeys(fields), rule.type.name.lower())
 
 
 def alert(rule: ReplayRule, row: dict[str, Any]) -> str:

@@ -313,9 +313,9 @@ def compile_rules(rules: Sequence[ReplayRule], connection: Any) -> list[Rule]:
 
 class Plan:
     """The one query that evaluates every rule over an input, its result kept in the table
-    `ROWS`. With correlation rules, it also marks the events their base rules match (`base`:
-    conditions) and carries the fields the correlations read (`keep`), which the correlations
-    then read (Replayer.keep).
+    `ROWS`. With correlation rules, it also marks the events each of their base rules matches
+    (`bases`, each its own flag: base_flag) and carries those events' flags and the fields the
+    correlations read of them (`keep`), which the correlations then read (Replayer.keep).
 
     Records are numbered in one of two ways. Lines (no batch seen): DuckDB reads the input on
     every thread, and the table holds one row per record in input order, so that a row's
@@ -330,15 +330,16 @@ class Plan:
         rules: list[Rule],
         sentinel: str,
         table: bool = False,
-        base: Iterable[str] = (),
+        bases: Iterable[Rule] = (),
         keep: Iterable[str] = (),
     ) -> None:
         self.rules = rules
         self.sentinel = sentinel  # the kind of the record that ends each read
         self.table = table
-        self.base = list(base)
+        self.bases = list(bases)
         self.keep = list(keep)
-        fields = [f for rule in rules for f in rule.fields] + list(TABLE_FIELDS if table else ())
+        fields = [f for rule in [*rules, *self.bases] for f in rule.fields]
+        fields += list(TABLE_FIELDS if table else ())
         self.fields = list(dict.fromkeys([*fields, *self.keep]))
         self.columns = json_columns(self.fields)
 
@@ -365,7 +366,9 @@ class Plan:
     def kept(self, by_rowid: bool, before: int | None = None) -> str:
         """The correlations' fields, named by their paths, of the table's rows that the base
         rules match (of records before `before`)."""
-        columns = ", ".join(f"{_ident('replay:c:' + f)} AS {_ident(f)}" for f in self.keep)
+        flags = [base_flag(n) for n in range(len(self.bases))]
+        kept = [f"{_ident('replay:c:' + f)} AS {_ident(f)}" for f in self.keep]
+        columns = ", ".join([*flags, *kept])
         where = '"replay:base"'
         if before is not None:
             where += f" AND {self.record(by_rowid)} < {before}"
@@ -411,9 +414,11 @@ class Plan:
         flags = "".join(
             f', {_flag(rule.condition)} AS "replay:r{n}"' for n, rule in enumerate(self.rules)
         )
-        if self.base:
-            either = " OR ".join(f"({condition})" for condition in self.base)
-            flags += f', {_flag(either)} AS "replay:base"'
+        flags += "".join(
+            f", {_flag(base.condition)} AS {base_flag(n)}" for n, base in enumerate(self.bases)
+        )
+        either = " OR ".join(base_flag(n) for n in range(len(self.bases)))
+        matched = f', ({either}) AS "replay:base"' if self.bases else ""  # by any base rule
         wanted = "".join(f' OR "replay:r{n}"' for n in range(len(self.rules)))
         kinds = ", ".join(_literal(k) for k in [self.sentinel, *([] if batches else ["EventList"])])
         first = ' OR "replay:item" <= 0' if batches else ""
@@ -434,9 +439,12 @@ class Plan:
 
         table = "".join(when('"replay:shown"', f, "replay:t:") for f in TABLE_FIELDS if self.table)
         kept = ""
-        if self.base:
-            kept = ', "replay:base"' + "".join(
-                when('"replay:base"', f, "replay:c:") for f in self.keep
+        if self.bases:
+            flags_kept = "".join(f", {base_flag(n)}" for n in range(len(self.bases)))
+            kept = (
+                ', "replay:base"'
+                + flags_kept
+                + "".join(when('"replay:base"', f, "replay:c:") for f in self.keep)
             )
         kind = '"replay:kind"' if batches else 'CASE WHEN "replay:shown" THEN "replay:kind" END'
         evaluated = (
@@ -446,12 +454,12 @@ class Plan:
         numbers = '"replay:rec", "replay:item", "replay:n", ' if batches else ""
         select = (
             f'SELECT {numbers}"replay:shown", {kind} AS "replay:kind", "replay:bad"'
-            f'{alerts}{table}{kept} FROM (SELECT *, ({shown}) AS "replay:shown" FROM '
+            f'{alerts}{table}{kept} FROM (SELECT *, ({shown}) AS "replay:shown"{matched} FROM '
             f"({evaluated})"
         )
         if not batches:
             return select + ")"
-        kept_too = ' OR "replay:base"' if self.base else ""
+        kept_too = ' OR "replay:base"' if self.bases else ""
         return f'{select} WHERE "replay:rec" > {after}) WHERE "replay:shown"{kept_too}'
 
 
@@ -1194,7 +1202,7 @@ class Replayer:
         err: TextIO,
         fmt: str,
         correlations: Sequence[ReplayRule] = (),
-        base: Sequence[str] = (),
+        bases: Sequence[Rule] = (),
         prescan: Prescan | None = None,
     ):
         self.prescan = prescan
@@ -1203,7 +1211,7 @@ class Replayer:
         self.correlation_alerts = [0] * len(self.correlations)
         self.token = f"replay:end:{uuid.uuid4().hex}"
         keep = dict.fromkeys(f for rule in self.correlations for f in rule.fields)
-        self.plan = Plan(rules, self.token, fmt == "table", base if correlations else (), keep)
+        self.plan = Plan(rules, self.token, fmt == "table", bases if correlations else (), keep)
         # the base rules' events: None before the first query, then the SELECT of those in
         # ROWS not yet copied into KEPT ("" if none)
         self.kept: str | None = None
@@ -1658,14 +1666,15 @@ def run_replay(
     err: TextIO,
     fmt: str = "json",
     correlations: Sequence[ReplayRule] = (),
-    base_queries: Sequence[str] = (),
+    bases: Sequence[ReplayRule] = (),
     prescan: Prescan | None = None,
 ) -> int:
     """`convert.py replay`: alerts on out (JSON lines, or a table), bad input and a summary on
     err; returns the exit code (EXIT_*). `rules`: the plain rules (plain_rule); `correlations`:
     the correlation rules (correlate.correlation_rule), which run after every input is read,
-    over the events of all of them that their base rules (`base_queries`) match, kept as the
-    same single read of each input goes. `prescan`: the inputs' line scans, if the caller
+    over the events of all of them that their base rules (`bases`, plain_rule: every
+    correlation's, in the order correlation_rule was given them) match, kept as the same
+    single read of each input goes. `prescan`: the inputs' line scans, if the caller
     started them (Prescan, entered) before loading the rules."""
     import duckdb
 
@@ -1687,9 +1696,9 @@ def run_replay(
         connection.execute("SET preserve_insertion_order = true")
         connection.execute(f"SET enable_progress_bar = {str(progress).lower()}")
         connection.execute("SET enable_progress_bar_print = false")  # stdout carries only alerts
-        base = [rule_condition(query, connection) for query in base_queries]
         compiled = compile_rules(rules, connection)
-        replayer = Replayer(compiled, connection, out, err, fmt, correlations, base, prescan)
+        marked = compile_rules(bases, connection)
+        replayer = Replayer(compiled, connection, out, err, fmt, correlations, marked, prescan)
         caught: list[int] = []
         try:
             with _signals(caught), _progress(replayer, progress):
@@ -1922,6 +1931,12 @@ def _flag(condition: str) -> str:
     part on every row (the conditions of the repository's rules took 0.4 s on 1,000,000
     events that way, 0.15 s this way)."""
     return f'CASE WHEN NOT "replay:bad" AND ({condition}) THEN true ELSE false END'
+
+
+def base_flag(n: int) -> str:
+    """The column of replay's plan query that is true where the nth base rule (of every
+    correlation's, as run_replay takes them) matches."""
+    return _ident(f"replay:b{n}")
 
 
 def _ident(name: str) -> str:

@@ -390,15 +390,17 @@ def correlation_duckdb(
     from convert import REPLAY_TARGET, convert_plain
     from k8s_audit_detect.correlate import correlation_rule
     from k8s_audit_detect.correlations import base_rules
-    from k8s_audit_detect.replay import run_replay
+    from k8s_audit_detect.replay import plain_rule, run_replay
 
     half = len(events) // 2
     logs = [tmp / "b.jsonl", tmp / "a.jsonl"]
     for log, part in zip(logs, [events[half:], events[:half]], strict=True):
         log.write_text("".join(json.dumps(e) + "\n" for e in part), encoding="utf-8")
     out, err = io.StringIO(), io.StringIO()
-    bases = [q for _, q in convert_plain(REPLAY_TARGET, list(base_rules(rule)))]
-    run_replay(logs, [], out, err, correlations=[correlation_rule(rule, query)], base_queries=bases)
+    converted = convert_plain(REPLAY_TARGET, list(base_rules(rule)))
+    correlations = [correlation_rule(rule, query, converted)]
+    bases = [plain_rule(base, base_query) for base, base_query in converted]
+    run_replay(logs, [], out, err, correlations=correlations, bases=bases)
     alerts = [json.loads(line) for line in out.getvalue().split("\n") if line]
     return [alert["group"] | {"events": alert["events"]} for alert in alerts]
 

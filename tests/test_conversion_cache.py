@@ -260,7 +260,7 @@ def test_replay_queries_come_back_from_json_as_they_were() -> None:
     from k8s_audit_detect.cli import ReplayQueries, load_rules, replay_queries
 
     plan = replay_queries(load_rules(["eks"]))
-    assert plan.rules and plan.correlations and plan.base_queries
+    assert plan.rules and plan.correlations and plan.bases
     assert ReplayQueries.from_json(json.loads(json.dumps(plan.to_json()))) == plan
 
 

@@ -55,11 +55,11 @@ def replay_in_process(
     pairs: list[replay.ReplayRule],
     fmt: str = "json",
     correlations: Any = (),
-    base_queries: Any = (),
+    bases: Any = (),
     prescan: replay.Prescan | None = None,
 ) -> tuple[int, list[dict[str, Any]], str]:
     out, err = io.StringIO(), io.StringIO()
-    code = replay.run_replay(names, pairs, out, err, fmt, correlations, base_queries, prescan)
+    code = replay.run_replay(names, pairs, out, err, fmt, correlations, bases, prescan)
     return code, [json.loads(x) for x in out.getvalue().split("\n") if x], err.getvalue()
 
 
@@ -72,9 +72,7 @@ def replay_shipped(
     shipped = replay_queries(load_rules([]))
     log = tmp_path / "audit.jsonl"
     log.write_text("".join(json.dumps(e) + "\n" for e in events))
-    return replay_in_process(
-        [str(log)], shipped.rules, "json", shipped.correlations, shipped.base_queries
-    )
+    return replay_in_process([str(log)], shipped.rules, "json", shipped.correlations, shipped.bases)
 
 
 def replay_cli(
@@ -1087,7 +1085,7 @@ def test_correlations_come_from_the_same_single_read(tmp_path: Path, monkeypatch
     from k8s_audit_detect.cli import load_rules, replay_queries
 
     shipped = replay_queries(load_rules([]))
-    plain, correlated, base_queries = shipped.rules, shipped.correlations, shipped.base_queries
+    plain, correlated, bases = shipped.rules, shipped.correlations, shipped.bases
     assert correlated, "the repository ships correlation rules"
     attack = json.loads((EVENTS / "match_human_user_kubectl_create_token.json").read_text())
     burst = token_mints(60, accounts=6)
@@ -1118,9 +1116,7 @@ def test_correlations_come_from_the_same_single_read(tmp_path: Path, monkeypatch
         log.write_text("".join(json.dumps(e) + "\n" for e in part))
     reads = watch_duckdb(monkeypatch).reads
     out, err = io.StringIO(), io.StringIO()
-    code = replay.run_replay(
-        [str(log) for log in logs], plain, out, err, "json", correlated, base_queries
-    )
+    code = replay.run_replay([str(log) for log in logs], plain, out, err, "json", correlated, bases)
     alerts = [json.loads(x) for x in out.getvalue().split("\n") if x]
     groups = [a for a in alerts if "correlation" in a]
     assert len(reads) == 2
