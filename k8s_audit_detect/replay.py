@@ -239,7 +239,8 @@ class ReplayRule:
     id: str
     title: str
     level: str | None
-    fields: tuple[str, ...]  # a plain rule's: rule_fields; a correlation's: what it reads
+    fields: tuple[str, ...]  # a plain rule's: rule_fields; a correlation's: what replay keeps
+    # of its base rules' events for it (correlate.correlation_rule)
     query: str
     correlation: str | None = None
 
@@ -364,8 +365,8 @@ class Plan:
         )
 
     def kept(self, by_rowid: bool, before: int | None = None) -> str:
-        """The correlations' fields, named by their paths, of the table's rows that the base
-        rules match (of records before `before`)."""
+        """Each base rule's flag and the correlations' fields, named by their paths, of the
+        table's rows that a base rule matches (of records before `before`)."""
         flags = [base_flag(n) for n in range(len(self.bases))]
         kept = [f"{_ident('replay:c:' + f)} AS {_ident(f)}" for f in self.keep]
         columns = ", ".join([*flags, *kept])
@@ -377,10 +378,11 @@ class Plan:
     def sql(self, sources: list[str], fmt: str, batches: bool, after: int) -> str:
         """The query whose result is the table (see the class): columns "replay:shown",
         "replay:kind", "replay:bad", "replay:alerts" (in a shown row, the list of each rule's
-        alert JSON or NULL), [the table's fields], [with correlation rules "replay:base" and
-        the kept fields]; with batches also "replay:rec", "replay:item", "replay:n", of records
-        after `after`. A row is shown if it has an alert, is bad, is the first row of a batch,
-        the end sentinel, or (reading records whole) an EventList."""
+        alert JSON or NULL), [the table's fields], [with correlation rules "replay:base",
+        each base rule's flag and the kept fields]; with batches also "replay:rec",
+        "replay:item", "replay:n", of records after `after`. A row is shown if it has an alert,
+        is bad, is the first row of a batch, the end sentinel, or (reading records whole) an
+        EventList."""
         members = {**self.columns, "kind": self.columns.get("kind", "VARCHAR")}
         event = "STRUCT(" + ", ".join(f"{_ident(n)} {t}" for n, t in members.items()) + ")"
         read = {**members, "items": f"{event}[]"} if batches else members
