@@ -223,7 +223,7 @@ class ReplayQueries:
 def replay_queries(collection: SigmaCollection) -> ReplayQueries:
     """The rules of a collection as replay runs them."""
     from k8s_audit_detect.correlate import correlation_rule
-    from k8s_audit_detect.replay import plain_rule
+    from k8s_audit_detect.replay import base_rule, plain_rule
 
     queries = convert_target(REPLAY_TARGET, collection)
     plain = [rule for rule in sigma_rules(collection) if rule._output]
@@ -235,7 +235,7 @@ def replay_queries(collection: SigmaCollection) -> ReplayQueries:
         correlations=[
             correlation_rule(rule, queries[rule_stem(rule)], converted) for rule in found
         ],
-        bases=[plain_rule(rule, query) for rule, query in converted],
+        bases=[base_rule(rule, query) for rule, query in converted],
     )
 
 

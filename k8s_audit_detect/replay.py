@@ -182,23 +182,37 @@ def field_type(field: str) -> str:
     return FIELD_TYPES.get(field, PARENT_TYPES.get(parent, "VARCHAR"))
 
 
+def distinct(fields: Iterable[str]) -> list[str]:
+    """The fields once each, by DuckDB's names, which ignore case: the first spelling."""
+    first: dict[str, str] = {}
+    for name in fields:
+        first.setdefault(name.lower(), name)
+    return list(first.values())
+
+
 def json_columns(fields: Iterable[str]) -> dict[str, str]:
     """DuckDB read_json `columns`: the top-level members those paths need, with their types.
-    A member read both whole and through a path below it is read as JSON."""
+    A member read both whole and through a path below it is read as JSON. Members whose
+    names differ only in case are one (DuckDB's names ignore case): the first spelling."""
     tree: dict[str, Any] = {}
     as_json: set[str] = set()
+
+    def member(node: dict[str, Any], part: str) -> str:
+        return next((name for name in node if name.lower() == part.lower()), part)
+
     for name in fields:
         name = SHORT_NAMES[name][0] if name in SHORT_NAMES else name
         parts = path_parts(name)
         node = tree
+        root = member(tree, parts[0])
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
+            node = node.setdefault(member(node, part), {})
             if not isinstance(node, dict):  # a path above this one is read whole
-                as_json.add(parts[0])
+                as_json.add(root)
                 break
         else:
-            if isinstance(node.setdefault(parts[-1], field_type(name)), dict):
-                as_json.add(parts[0])
+            if isinstance(node.setdefault(member(node, parts[-1]), field_type(name)), dict):
+                as_json.add(root)
 
     def sql_type(node: Any, path: str) -> str:
         if isinstance(node, str):
@@ -216,7 +230,12 @@ def json_columns(fields: Iterable[str]) -> dict[str, str]:
 def column_expression(field: str, columns: dict[str, str]) -> str:
     """How the view reads one audit path out of the JSON columns."""
     if field in SHORT_NAMES:
-        return SHORT_NAMES[field][1]
+        path, expression = SHORT_NAMES[field]
+        root = path_parts(path)[0]
+        if columns.get(root) == "JSON":  # read whole too: its members through a cast
+            typed = f"(TRY_CAST({_ident(root)} AS {json_columns([path])[root]}))"
+            expression = expression.replace(_ident(root), typed, 1)
+        return expression
     parts = path_parts(field)
     if columns.get(parts[0]) != "JSON":
         return ".".join(_ident(part) for part in parts)
@@ -259,6 +278,13 @@ class ReplayRule:
 def plain_rule(rule: SigmaRule, query: str) -> ReplayRule:
     """A plain rule (not a correlation) and its duckdb query, as replay takes them."""
     return ReplayRule.of(rule, query, rule_fields(rule))
+
+
+def base_rule(rule: SigmaRule, query: str) -> ReplayRule:
+    """A correlation's base rule and its duckdb query, as replay takes them: it marks the
+    events it matches and writes no alert of its own, so it reads only what it tests (not the
+    fields it lists for its alerts)."""
+    return ReplayRule.of(rule, query, detection_fields(rule))
 
 
 @dataclass(frozen=True)
@@ -341,7 +367,7 @@ class Plan:
         self.keep = list(keep)
         fields = [f for rule in [*rules, *self.bases] for f in rule.fields]
         fields += list(TABLE_FIELDS if table else ())
-        self.fields = list(dict.fromkeys([*fields, *self.keep]))
+        self.fields = distinct([*fields, *self.keep])
         self.columns = json_columns(self.fields)
 
     @staticmethod
@@ -1674,7 +1700,7 @@ def run_replay(
     """`convert.py replay`: alerts on out (JSON lines, or a table), bad input and a summary on
     err; returns the exit code (EXIT_*). `rules`: the plain rules (plain_rule); `correlations`:
     the correlation rules (correlate.correlation_rule), which run after every input is read,
-    over the events of all of them that their base rules (`bases`, plain_rule: every
+    over the events of all of them that their base rules (`bases`, base_rule: every
     correlation's, in the order correlation_rule was given them) match, kept as the same
     single read of each input goes. `prescan`: the inputs' line scans, if the caller
     started them (Prescan, entered) before loading the rules."""

@@ -390,7 +390,7 @@ def correlation_duckdb(
     from convert import REPLAY_TARGET, convert_plain
     from k8s_audit_detect.correlate import correlation_rule
     from k8s_audit_detect.correlations import base_rules
-    from k8s_audit_detect.replay import plain_rule, run_replay
+    from k8s_audit_detect.replay import base_rule, run_replay
 
     half = len(events) // 2
     logs = [tmp / "b.jsonl", tmp / "a.jsonl"]
@@ -399,7 +399,7 @@ def correlation_duckdb(
     out, err = io.StringIO(), io.StringIO()
     converted = convert_plain(REPLAY_TARGET, list(base_rules(rule)))
     correlations = [correlation_rule(rule, query, converted)]
-    bases = [plain_rule(base, base_query) for base, base_query in converted]
+    bases = [base_rule(base, base_query) for base, base_query in converted]
     run_replay(logs, [], out, err, correlations=correlations, bases=bases)
     alerts = [json.loads(line) for line in out.getvalue().split("\n") if line]
     return [alert["group"] | {"events": alert["events"]} for alert in alerts]

@@ -10,6 +10,7 @@ import io
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -1337,3 +1338,118 @@ def test_duckdb_spills_into_a_directory_of_its_own_removed_after(
     assert Path(spills[0]).parent == Path(tempfile.gettempdir())
     assert not Path(spills[0]).exists()
     assert not (tmp_path / ".tmp").exists()
+
+
+# A fork's own correlation rule, written as SigmaHQ writes Kubernetes rules: grouped by the
+# short name apiGroup, its base rule listing triage fields of its own.
+OWN_BASE = """title: RBAC object created
+id: 5e0c8b1d-2f4a-4c6e-9a1b-7d3e5f7a9c11
+name: own_rbac_object_created
+status: test
+description: The base rule of a fork's own correlation.
+author: test
+date: 2026-11-29
+logsource: {product: kubernetes, service: audit}
+detection:
+  selection: {verb: create, apiGroup: rbac.authorization.k8s.io}
+  condition: selection
+fields: [%s]
+level: informational
+"""
+OWN_CORRELATION = """title: RBAC objects created in a burst
+id: 5e0c8b1d-2f4a-4c6e-9a1b-7d3e5f7a9c12
+status: test
+description: A fork's own correlation.
+author: test
+date: 2026-11-29
+correlation:
+  type: event_count
+  rules: [own_rbac_object_created]
+  group-by: [%s]
+  timespan: 10m
+  condition: {gte: 2}
+level: medium
+"""
+
+
+@pytest.mark.parametrize(
+    ("group_by", "listed", "beside"),
+    [
+        ("apiGroup", "user.username", None),  # SigmaHQ's short name for objectRef.apiGroup
+        ("user.username", "user.username, objectRef.namespace, Verb", None),  # verb, other case
+        # the whole object, beside a rule that reads a path in it
+        ("user.username", "requestObject", "pod_with_host_path_volume"),
+    ],
+    ids=["grouped_by_a_short_name", "base_lists_a_field_in_another_case", "base_lists_an_object"],
+)
+def test_a_forks_own_correlation_rule(
+    repo: Path, group_by: str, listed: str, beside: str | None
+) -> None:
+    """Replay keeps of a base rule's events what the correlation groups by, as the query names
+    it, and reads of a base rule only what it tests: three RBAC objects created one minute
+    apart are one group, the run is clean. (Keeping `apiGroup` as written, the correlation's
+    query failed with a traceback; reading the base rule's listed fields, DuckDB refused
+    `verb` beside `Verb` and read no event at all.)"""
+    rules = repo / "sigma" / "rules"
+    (rules / "own_rbac_object_created.yml").write_text(OWN_BASE % listed)
+    (rules / "own_rbac_objects_created_in_a_burst.yml").write_text(OWN_CORRELATION % group_by)
+    if beside:
+        shutil.copy2(ROOT / "tests" / "rules" / f"{beside}.yml", rules)
+    result = run(repo, "replay", str(rbac_objects_created(repo)))
+    (group,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert group["rule"] == "RBAC objects created in a burst"
+    assert [e["auditID"] for e in group["events"]] == ["rbac-0", "rbac-1", "rbac-2"]
+    assert group["event_count"] == 3
+    assert result.returncode == replay.EXIT_OK, result.stderr
+    no_traceback(result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("listed", "beside"),
+    [
+        ("user.username, objectRef.namespace, Verb", None),
+        ("requestObject", "pod_with_host_path_volume"),
+    ],
+    ids=["a_field_in_another_case", "an_object_another_rule_reads_a_path_of"],
+)
+def test_a_rule_that_lists(repo: Path, listed: str, beside: str | None) -> None:
+    """A plain rule whose `fields` name a field in another case than a rule tests it (DuckDB's
+    names ignore case), or a whole object that another rule reads a path of: each of its
+    alerts is written, at its line. (On main, DuckDB refused the read: no event read at all.)"""
+    rules = repo / "sigma" / "rules"
+    (rules / "own_rbac_object_created.yml").write_text(OWN_BASE % listed)
+    if beside:
+        shutil.copy2(ROOT / "tests" / "rules" / f"{beside}.yml", rules)
+    result = run(repo, "replay", str(rbac_objects_created(repo)))
+    alerts = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(a["rule"], a["line"], a["auditID"]) for a in alerts] == [
+        ("RBAC object created", n + 1, f"rbac-{n}") for n in range(3)
+    ]
+    assert result.returncode == replay.EXIT_OK, result.stderr
+    no_traceback(result.stderr)
+
+
+def rbac_objects_created(folder: Path) -> Path:
+    """A log of three RBAC objects created by one person, one minute apart."""
+    events = [
+        {
+            "kind": "Event",
+            "apiVersion": "audit.k8s.io/v1",
+            "level": "Metadata",
+            "auditID": f"rbac-{n}",
+            "stage": "ResponseComplete",
+            "verb": "create",
+            "user": {"username": "dev@example.com"},
+            "objectRef": {
+                "resource": "rolebindings",
+                "namespace": f"team-{n}",
+                "apiGroup": "rbac.authorization.k8s.io",
+            },
+            "responseStatus": {"code": 201},
+            "requestReceivedTimestamp": f"2026-11-29T09:0{n}:00.000000Z",
+        }
+        for n in range(3)
+    ]
+    log = folder / "audit.jsonl"
+    log.write_text("".join(json.dumps(event) + "\n" for event in events))
+    return log
