@@ -201,13 +201,13 @@ class ReplayQueries:
 
         def rule(item: Any) -> ReplayRule:
             read = ReplayRule(**item)
-            if not isinstance(read.fields, list):
+            if not isinstance(read.fields, list) or not isinstance(read.listed, list):
                 raise ValueError(f"not a converted rule: {item!r:.80}")
-            texts = [read.id, read.title, read.query, *read.fields]
+            texts = [read.id, read.title, read.query, *read.fields, *read.listed]
             optional = [read.level, read.correlation]
             if not all(isinstance(text, str) for text in [*texts, *filter(None, optional)]):
                 raise ValueError(f"not a converted rule: {item!r:.80}")
-            return replace(read, fields=tuple(read.fields))
+            return replace(read, fields=tuple(read.fields), listed=tuple(read.listed))
 
         try:
             found = cls(

@@ -37,7 +37,7 @@ from typing import Any
 
 from k8s_audit_detect import UserError, paths, rules
 
-FORMAT = 2  # of the cache files: a change of what they hold changes it
+FORMAT = 3  # of the cache files: a change of what they hold changes it
 MAX_SIZE = 64 * 1024 * 1024  # a larger cache file is not replay's
 
 

@@ -33,6 +33,7 @@ import contextlib
 import functools
 import gzip
 import io
+import itertools
 import json
 import os
 import queue
@@ -69,6 +70,32 @@ FIELD_TYPES: dict[str, str] = {
     # two members inside the pod spec's lists, for the short names below
     "requestObject.spec.volumes.hostPath.path": "VARCHAR",
     "requestObject.spec.containers.securityContext.capabilities.add": "VARCHAR[]",
+}
+# The members of an audit.k8s.io/v1 Event (kubernetes/apiserver pkg/apis/audit/v1/types.go), by
+# their names in lower case, and `items`, which replay reads of an EventList.
+EVENT_MEMBERS = {
+    name.lower(): name
+    for name in (
+        "kind",
+        "apiVersion",
+        "level",
+        "auditID",
+        "stage",
+        "requestURI",
+        "verb",
+        "user",
+        "impersonatedUser",
+        "sourceIPs",
+        "userAgent",
+        "objectRef",
+        "responseStatus",
+        "requestObject",
+        "responseObject",
+        "requestReceivedTimestamp",
+        "stageTimestamp",
+        "annotations",
+        "items",
+    )
 }
 # Maps whose keys hold dots and slashes: "annotations.authorization.k8s.io/decision" is the key
 # "authorization.k8s.io/decision" of "annotations"; user.extra maps keys to lists of strings.
@@ -146,11 +173,12 @@ EXIT_SIGNAL = 128  # + the signal (130 Ctrl-C, 143 SIGTERM); the alerts until th
 # Rules: fields, conditions, the one query
 
 
-def rule_fields(rule: SigmaRule) -> list[str]:
-    """The audit paths a rule tests in its detection, then ALERT_FIELDS and those it lists in
-    `fields`."""
+def rule_fields(rule: SigmaRule) -> tuple[list[str], list[str]]:
+    """The audit paths a rule tests in its detection, then ALERT_FIELDS; and the others it
+    lists in `fields`, for its alerts."""
     found = detection_fields(rule)
-    return found + [f for f in [*ALERT_FIELDS, *(rule.fields or [])] if f not in found]
+    found += [f for f in ALERT_FIELDS if f not in found]
+    return found, [f for f in dict.fromkeys(rule.fields or []) if f not in found]
 
 
 def detection_fields(rule: SigmaRule) -> list[str]:
@@ -182,37 +210,24 @@ def field_type(field: str) -> str:
     return FIELD_TYPES.get(field, PARENT_TYPES.get(parent, "VARCHAR"))
 
 
-def distinct(fields: Iterable[str]) -> list[str]:
-    """The fields once each, by DuckDB's names, which ignore case: the first spelling."""
-    first: dict[str, str] = {}
-    for name in fields:
-        first.setdefault(name.lower(), name)
-    return list(first.values())
-
-
-def json_columns(fields: Iterable[str]) -> dict[str, str]:
+def json_columns(fields: Iterable[str], whole: Iterable[str] = ()) -> dict[str, str]:
     """DuckDB read_json `columns`: the top-level members those paths need, with their types.
-    A member read both whole and through a path below it is read as JSON. Members whose
-    names differ only in case are one (DuckDB's names ignore case): the first spelling."""
+    A member read both whole and through a path below it, or named in `whole`, is read as
+    JSON."""
     tree: dict[str, Any] = {}
-    as_json: set[str] = set()
-
-    def member(node: dict[str, Any], part: str) -> str:
-        return next((name for name in node if name.lower() == part.lower()), part)
-
+    as_json: set[str] = set(whole)
     for name in fields:
         name = SHORT_NAMES[name][0] if name in SHORT_NAMES else name
         parts = path_parts(name)
         node = tree
-        root = member(tree, parts[0])
         for part in parts[:-1]:
-            node = node.setdefault(member(node, part), {})
+            node = node.setdefault(part, {})
             if not isinstance(node, dict):  # a path above this one is read whole
-                as_json.add(root)
+                as_json.add(parts[0])
                 break
         else:
-            if isinstance(node.setdefault(member(node, parts[-1]), field_type(name)), dict):
-                as_json.add(root)
+            if isinstance(node.setdefault(parts[-1], field_type(name)), dict):
+                as_json.add(parts[0])
 
     def sql_type(node: Any, path: str) -> str:
         if isinstance(node, str):
@@ -225,6 +240,34 @@ def json_columns(fields: Iterable[str]) -> dict[str, str]:
     return {
         name: "JSON" if name in as_json else sql_type(node, name) for name, node in tree.items()
     }
+
+
+def _clash(a: str, b: str) -> bool:
+    """Whether DuckDB, whose names ignore case, would take one path for the other: they differ
+    first in the case of a member's name (JSON's names, and so the audit log's, do not
+    ignore it)."""
+    for x, y in zip(path_parts(a), path_parts(b), strict=False):
+        if x != y:
+            return x.lower() == y.lower()
+    return False
+
+
+def _refuse_clashes(readers: dict[str, str]) -> None:
+    """UserError if two paths replay reads by name (`readers`: each path and a rule that reads
+    it) clash (_clash): neither could be read for what it is."""
+    for a, b in itertools.combinations(readers, 2):
+        if _clash(a, b):
+            raise UserError(
+                f"replay: {readers[a]!r} reads {a} and {readers[b]!r} reads {b}, which DuckDB "
+                "cannot tell apart (its names ignore case): spell the field as the audit log "
+                "does, or leave one of the rules out of replay"
+            )
+
+
+def _through_a_list(field: str) -> bool:
+    """Whether a path goes on inside a list of objects (replay reads those only through the
+    short names, SHORT_NAMES)."""
+    return any(field.startswith(f"{path}.") for path in OBJECT_LISTS)
 
 
 def column_expression(field: str, columns: dict[str, str]) -> str:
@@ -258,10 +301,11 @@ class ReplayRule:
     id: str
     title: str
     level: str | None
-    fields: tuple[str, ...]  # a plain rule's: rule_fields; a correlation's: what replay keeps
-    # of its base rules' events for it (correlate.correlation_rule)
+    fields: tuple[str, ...]  # a plain rule's: what it tests and ALERT_FIELDS (rule_fields); a
+    # correlation's: what replay keeps of its base rules' events for it (correlation_rule)
     query: str
     correlation: str | None = None
+    listed: tuple[str, ...] = ()  # a plain rule's other `fields`, for its alerts (rule_fields)
 
     @classmethod
     def of(
@@ -270,14 +314,18 @@ class ReplayRule:
         query: str,
         fields: Iterable[str],
         correlation: str | None = None,
+        listed: Iterable[str] = (),
     ) -> ReplayRule:
         level = rule.level.name.lower() if rule.level else None
-        return cls(str(rule.id), rule.title, level, tuple(fields), query, correlation)
+        return cls(
+            str(rule.id), rule.title, level, tuple(fields), query, correlation, tuple(listed)
+        )
 
 
 def plain_rule(rule: SigmaRule, query: str) -> ReplayRule:
     """A plain rule (not a correlation) and its duckdb query, as replay takes them."""
-    return ReplayRule.of(rule, query, rule_fields(rule))
+    tested, listed = rule_fields(rule)
+    return ReplayRule.of(rule, query, tested, listed=listed)
 
 
 def base_rule(rule: SigmaRule, query: str) -> ReplayRule:
@@ -296,6 +344,7 @@ class Rule:
     level: str | None
     fields: tuple[str, ...]
     condition: str
+    listed: tuple[str, ...] = ()
 
 
 def rule_condition(query: str, connection: Any) -> str:
@@ -333,6 +382,7 @@ def compile_rules(rules: Sequence[ReplayRule], connection: Any) -> list[Rule]:
             level=rule.level,
             fields=rule.fields,
             condition=rule_condition(rule.query, connection),
+            listed=rule.listed,
         )
         for rule in rules
     ]
@@ -365,10 +415,40 @@ class Plan:
         self.table = table
         self.bases = list(bases)
         self.keep = list(keep)
-        fields = [f for rule in [*rules, *self.bases] for f in rule.fields]
-        fields += list(TABLE_FIELDS if table else ())
-        self.fields = distinct([*fields, *self.keep])
-        self.columns = json_columns(self.fields)
+        readers = {}  # each path read by name, and a rule that reads it
+        for rule in [*rules, *self.bases]:
+            readers.update({f: rule.title for f in rule.fields if f not in readers})
+        for f in [*(TABLE_FIELDS if table else ()), *self.keep]:
+            readers.setdefault(f, "a correlation rule" if f in self.keep else "--format table")
+        _refuse_clashes(readers)
+        self.fields = list(readers)
+        # The fields only listed for alerts, each read as written. One that cannot be is NULL
+        # in alerts: an Event member in another case (no such member exists), a member of no
+        # Event whose name DuckDB would take for another member's, a path inside a list of
+        # objects. One that DuckDB would take for another path read (_clash) is read under a
+        # name of its own, out of its member read as JSON.
+        listed = [f for f in dict.fromkeys(f for r in rules for f in r.listed) if f not in readers]
+        read = [*self.fields, *(SHORT_NAMES[f][0] for f in self.fields if f in SHORT_NAMES)]
+        roots = [path_parts(f)[0] for f in [*read, *listed]]
+
+        def unreadable(field: str) -> bool:
+            root = path_parts(field)[0]
+            if root.lower() in EVENT_MEMBERS:
+                misspelled = EVENT_MEMBERS[root.lower()] != root
+            else:
+                misspelled = any(_clash(root, other) for other in roots)
+            return misspelled or _through_a_list(field)
+
+        self.unread = {f for f in listed if unreadable(f)}
+        self.aliases: dict[str, str] = {}  # a listed field: its column
+        whole: set[str] = set()  # the members read as JSON for those
+        for f in (f for f in listed if f not in self.unread):
+            if any(_clash(f, other) for other in [*read, *listed] if other not in self.unread):
+                self.aliases[f] = f"replay:l{len(self.aliases)}"
+                whole.add(path_parts(f)[0])
+            else:
+                self.fields.append(f)
+        self.columns = json_columns([*self.fields, *self.aliases], whole)
 
     @staticmethod
     def record(by_rowid: bool) -> str:
@@ -436,7 +516,8 @@ class Plan:
             names = ", ".join(_ident(n) for n in self.columns)
             base = f'SELECT kind AS "replay:kind", {names} FROM {reader}'
         view = ", ".join(
-            f"{column_expression(f, self.columns)} AS {_ident(f)}" for f in self.fields
+            f"{column_expression(f, self.columns)} AS {_ident(self.aliases.get(f, f))}"
+            for f in [*self.fields, *self.aliases]
         )
         bad = " AND ".join(f"{_ident(f)} IS NULL" for f in self.fields) or "false"
         flags = "".join(
@@ -455,7 +536,10 @@ class Plan:
         # to write and read: 0.1 s less of 1.6 s with every rule over 1,000,000 events)
         alerts = ", ".join(
             f'CASE WHEN "replay:r{n}" THEN json_object('
-            + ", ".join(f"{_literal(f)}, {_ident(f)}" for f in rule.fields)
+            + ", ".join(
+                f"{_literal(f)}, {'NULL' if f in self.unread else _ident(self.aliases.get(f, f))}"
+                for f in [*rule.fields, *rule.listed]
+            )
             + ") END"
             for n, rule in enumerate(self.rules)
         )

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -1407,26 +1408,79 @@ def test_a_forks_own_correlation_rule(
 @pytest.mark.parametrize(
     ("listed", "beside"),
     [
-        ("user.username, objectRef.namespace, Verb", None),
-        ("requestObject", "pod_with_host_path_volume"),
+        ("Verb", None),  # verb, in another case
+        ("User.Username", None),  # a top-level member in another case (user)
+        ("objectRef.Namespace", None),  # a member below one
+        ("annotations.Authentication.kubernetes.io/issued-credential-id", None),  # a key
+        ("requestObject.Spec.nodeName", "pod_with_host_path_volume"),  # beside a short name's
+        ("requestObject", "pod_with_host_path_volume"),  # whole, beside a short name's path
+        ("requestObject.spec.volumes.hostPath.path", "pod_with_host_path_volume"),  # in a list
     ],
-    ids=["a_field_in_another_case", "an_object_another_rule_reads_a_path_of"],
 )
 def test_a_rule_that_lists(repo: Path, listed: str, beside: str | None) -> None:
-    """A plain rule whose `fields` name a field in another case than a rule tests it (DuckDB's
-    names ignore case), or a whole object that another rule reads a path of: each of its
-    alerts is written, at its line. (On main, DuckDB refused the read: no event read at all.)"""
+    """A rule of a fork's own, first by name, whose `fields` list a path that DuckDB (whose
+    names ignore case, where JSON's do not) would take for another path the rules read, or a
+    whole object another rule reads a path of: every other rule's and correlation's alerts
+    over the correlations' sequences are those of a run without it, and its own alerts are
+    written, at their lines, with that field NULL where replay cannot read it as written.
+    (Before, DuckDB refused the read, no event read; reading the first spelling only, the
+    shipped rules read the user from `User` and gave 40 false alerts and no correlation.)"""
     rules = repo / "sigma" / "rules"
-    (rules / "own_rbac_object_created.yml").write_text(OWN_BASE % listed)
     if beside:
         shutil.copy2(ROOT / "tests" / "rules" / f"{beside}.yml", rules)
-    result = run(repo, "replay", str(rbac_objects_created(repo)))
+    log = rbac_objects_created(repo)
+    sequences = sorted((ROOT / "tests" / "sequences").glob("*/*.jsonl"))
+    log.write_text(log.read_text() + "".join(path.read_text() for path in sequences))
+    without = run(repo, "replay", str(log))
+    (rules / "a_lists_fields.yml").write_text(OWN_BASE % listed)
+    result = run(repo, "replay", str(log))
     alerts = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [(a["rule"], a["line"], a["auditID"]) for a in alerts] == [
-        ("RBAC object created", n + 1, f"rbac-{n}") for n in range(3)
+    own = [a for a in alerts if a.get("rule") == "RBAC object created"]
+    others = [a for a in alerts if a.get("rule") != "RBAC object created"]
+    assert others == [json.loads(line) for line in without.stdout.splitlines()]
+    assert len([a for a in alerts if "correlation" in a]) >= 8  # the sequences' groups
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    expected = [
+        (n, e)
+        for n, e in enumerate(events, 1)
+        if e.get("verb") == "create"
+        and (e.get("objectRef") or {}).get("apiGroup") == "rbac.authorization.k8s.io"
     ]
-    assert result.returncode == replay.EXIT_OK, result.stderr
+    assert [(a["line"], a["auditID"]) for a in own] == [(n, e["auditID"]) for n, e in expected]
+    assert len(expected) > 3  # the RBAC objects above, and the sequences'
+    if listed != "requestObject":  # (an object read whole is its JSON text)
+        assert [a[listed] for a in own] == [as_written(e, listed) for _, e in expected]
+    assert result.returncode == without.returncode, result.stderr
     no_traceback(result.stderr)
+
+
+def test_rules_that_test_keys_differing_only_in_case_are_refused(repo: Path) -> None:
+    """Two annotation keys that differ only in case are two keys in the audit log, and one
+    column to DuckDB: replay refuses in one line that names both rules, rather than read one
+    key for the other (or, as before, read no event at all)."""
+    rules = repo / "sigma" / "rules"
+    for name, key in [("low", "example.com/flag"), ("high", "Example.com/Flag")]:
+        rule = (OWN_BASE % "verb").replace("{verb: create, ", f"{{annotations.{key}: x, ")
+        rule = rule.replace("5e0c8b1d-2f4a-4c6e-9a1b-7d3e5f7a9c11", str(uuid.uuid4()))
+        rule = rule.replace("name: own_rbac_object_created", f"name: flag_{name}")
+        rule = rule.replace("title: RBAC", f"title: {name} RBAC")
+        (rules / f"flag_{name}.yml").write_text(rule)
+    result = run(repo, "replay", str(rbac_objects_created(repo)))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert "'high RBAC object created' reads annotations.Example.com/Flag" in line, line
+    assert "'low RBAC object created' reads annotations.example.com/flag" in line, line
+    assert "cannot tell apart" in line
+
+
+def as_written(event: dict[str, Any], field: str) -> Any:
+    """The value at a path of an event, each member's name as written (JSON's names do not
+    ignore case); None where there is none."""
+    node: Any = event
+    for part in replay.path_parts(field):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def rbac_objects_created(folder: Path) -> Path:
@@ -1447,6 +1501,8 @@ def rbac_objects_created(folder: Path) -> Path:
             },
             "responseStatus": {"code": 201},
             "requestReceivedTimestamp": f"2026-11-29T09:0{n}:00.000000Z",
+            # a key that differs only in case from one a shipped correlation reads
+            "annotations": {"Authentication.kubernetes.io/issued-credential-id": f"key-{n}"},
         }
         for n in range(3)
     ]
