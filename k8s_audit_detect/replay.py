@@ -97,6 +97,11 @@ EVENT_MEMBERS = {
         "items",
     )
 }
+# The members that hold objects (the others hold a string or a list of strings), and `items`.
+EVENT_OBJECTS = frozenset(
+    {"user", "impersonatedUser", "objectRef", "responseStatus", "requestObject"}
+    | {"responseObject", "annotations", "items"}
+)
 # Maps whose keys hold dots and slashes: "annotations.authorization.k8s.io/decision" is the key
 # "authorization.k8s.io/decision" of "annotations"; user.extra maps keys to lists of strings.
 DOTTED_KEY_PARENTS = ("annotations", "user.extra", "impersonatedUser.extra")
@@ -432,18 +437,20 @@ class Plan:
         roots = [path_parts(f)[0] for f in [*read, *listed]]
 
         def unreadable(field: str) -> bool:
-            root = path_parts(field)[0]
-            if root.lower() in EVENT_MEMBERS:
-                misspelled = EVENT_MEMBERS[root.lower()] != root
+            parts = path_parts(field)
+            if parts[0].lower() in EVENT_MEMBERS:
+                misspelled = EVENT_MEMBERS[parts[0].lower()] != parts[0]
             else:
-                misspelled = any(_clash(root, other) for other in roots)
-            return misspelled or _through_a_list(field)
+                misspelled = any(_clash(parts[0], other) for other in roots)
+            below_a_value = len(parts) > 1 and parts[0] not in EVENT_OBJECTS
+            return misspelled or below_a_value or _through_a_list(field)
 
         self.unread = {f for f in listed if unreadable(f)}
+        listed = [f for f in listed if f not in self.unread]
         self.aliases: dict[str, str] = {}  # a listed field: its column
         whole: set[str] = set()  # the members read as JSON for those
-        for f in (f for f in listed if f not in self.unread):
-            if any(_clash(f, other) for other in [*read, *listed] if other not in self.unread):
+        for f in listed:
+            if any(_clash(f, other) for other in [*read, *listed] if other != f):
                 self.aliases[f] = f"replay:l{len(self.aliases)}"
                 whole.add(path_parts(f)[0])
             else:

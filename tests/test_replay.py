@@ -1415,6 +1415,12 @@ def test_a_forks_own_correlation_rule(
         ("requestObject.Spec.nodeName", "pod_with_host_path_volume"),  # beside a short name's
         ("requestObject", "pod_with_host_path_volume"),  # whole, beside a short name's path
         ("requestObject.spec.volumes.hostPath.path", "pod_with_host_path_volume"),  # in a list
+        # the same, and a path that differs from the short name's own only in case
+        (
+            "requestObject.spec.volumes.hostPath.path, requestObject.spec.Volumes",
+            "pod_with_host_path_volume",
+        ),
+        ("kind.x", None),  # below a member that holds a string
     ],
 )
 def test_a_rule_that_lists(repo: Path, listed: str, beside: str | None) -> None:
@@ -1448,8 +1454,9 @@ def test_a_rule_that_lists(repo: Path, listed: str, beside: str | None) -> None:
     ]
     assert [(a["line"], a["auditID"]) for a in own] == [(n, e["auditID"]) for n, e in expected]
     assert len(expected) > 3  # the RBAC objects above, and the sequences'
-    if listed != "requestObject":  # (an object read whole is its JSON text)
-        assert [a[listed] for a in own] == [as_written(e, listed) for _, e in expected]
+    for name in listed.split(", "):
+        if name != "requestObject":  # (an object read whole is its JSON text)
+            assert [a[name] for a in own] == [as_written(e, name) for _, e in expected]
     assert result.returncode == without.returncode, result.stderr
     no_traceback(result.stderr)
 
