@@ -427,11 +427,11 @@ class Plan:
             readers.setdefault(f, "a correlation rule" if f in self.keep else "--format table")
         _refuse_clashes(readers)
         self.fields = list(readers)
-        # The fields only listed for alerts, each read as written. One that cannot be is NULL
-        # in alerts: an Event member in another case (no such member exists), a member of no
-        # Event whose name DuckDB would take for another member's, a path inside a list of
-        # objects. One that DuckDB would take for another path read (_clash) is read under a
-        # name of its own, out of its member read as JSON.
+        # The fields only listed for alerts, each read as written. One that no Event can hold
+        # is NULL in alerts: an Event member in another case, a member of no Event whose name
+        # DuckDB would take for another member's, a path below a member that holds a string,
+        # a path inside a list of objects. One that DuckDB would take for another path read
+        # (_clash) is read under a name of its own, out of its member read as JSON.
         listed = [f for f in dict.fromkeys(f for r in rules for f in r.listed) if f not in readers]
         read = [*self.fields, *(SHORT_NAMES[f][0] for f in self.fields if f in SHORT_NAMES)]
         roots = [path_parts(f)[0] for f in [*read, *listed]]
