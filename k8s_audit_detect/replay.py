@@ -419,6 +419,7 @@ class Plan:
         self.sentinel = sentinel  # the kind of the record that ends each read
         self.table = table
         self.bases = list(bases)
+        self.flags = [base_flag(n) for n in range(len(self.bases))]  # each base rule's column
         self.keep = list(keep)
         readers = {}  # each path read by name, and a rule that reads it
         for rule in [*rules, *self.bases]:
@@ -480,9 +481,8 @@ class Plan:
     def kept(self, by_rowid: bool, before: int | None = None) -> str:
         """Each base rule's flag and the correlations' fields, named by their paths, of the
         table's rows that a base rule matches (of records before `before`)."""
-        flags = [base_flag(n) for n in range(len(self.bases))]
         kept = [f"{_ident('replay:c:' + f)} AS {_ident(f)}" for f in self.keep]
-        columns = ", ".join([*flags, *kept])
+        columns = ", ".join([*self.flags, *kept])
         where = '"replay:base"'
         if before is not None:
             where += f" AND {self.record(by_rowid)} < {before}"
@@ -531,9 +531,10 @@ class Plan:
             f', {_flag(rule.condition)} AS "replay:r{n}"' for n, rule in enumerate(self.rules)
         )
         flags += "".join(
-            f", {_flag(base.condition)} AS {base_flag(n)}" for n, base in enumerate(self.bases)
+            f", {_flag(base.condition)} AS {flag}"
+            for base, flag in zip(self.bases, self.flags, strict=True)
         )
-        either = " OR ".join(base_flag(n) for n in range(len(self.bases)))
+        either = " OR ".join(self.flags)
         matched = f', ({either}) AS "replay:base"' if self.bases else ""  # by any base rule
         wanted = "".join(f' OR "replay:r{n}"' for n in range(len(self.rules)))
         kinds = ", ".join(_literal(k) for k in [self.sentinel, *([] if batches else ["EventList"])])
@@ -559,10 +560,9 @@ class Plan:
         table = "".join(when('"replay:shown"', f, "replay:t:") for f in TABLE_FIELDS if self.table)
         kept = ""
         if self.bases:
-            flags_kept = "".join(f", {base_flag(n)}" for n in range(len(self.bases)))
             kept = (
                 ', "replay:base"'
-                + flags_kept
+                + "".join(f", {flag}" for flag in self.flags)
                 + "".join(when('"replay:base"', f, "replay:c:") for f in self.keep)
             )
         kind = '"replay:kind"' if batches else 'CASE WHEN "replay:shown" THEN "replay:kind" END'
