@@ -267,7 +267,7 @@ from k8s_audit_detect.rules import rule_stem
 collection = load_rules([])
 queries = convert_target(REPLAY_TARGET, collection)
 originals = [queries[rule_stem(rule)] for rule in correlation_rules(collection)]
-base = [replay.rule_condition(b.query, duckdb.connect()) for b in plan.bases]
+base = [b.condition for b in replay.compile_rules(plan.bases, duckdb.connect())]
 read = [f for r in [*plan.bases, *plan.correlations] for f in r.fields]
 fields = list(dict.fromkeys([*fields, *read]))
 where = " OR ".join(f"({condition})" for condition in [*(r.condition for r in rules), *base])
